@@ -1,0 +1,54 @@
+# Tollgate: `make demo` runs the whole pipeline on the embedded default, `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.tollgate-installed
+# Where the CPU build of torch comes from: a local wheel folder when one exists, else PyTorch's CPU index.
+WHEELHOUSE ?= /opt/wheels
+TORCH_SOURCE ?= $(if $(wildcard $(WHEELHOUSE)),--find-links $(WHEELHOUSE),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+PYTEST_ARGS ?=
+
+.PHONY: setup lock up down status demo test lint bench browser-deps clean-state
+
+setup: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q uv==$(UV_VERSION)
+
+$(STAMP): requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/uv pip install --python $(BIN)/python $(TORCH_SOURCE) -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	touch $@
+
+lock: | $(BIN)/python
+	$(BIN)/uv pip compile requirements.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  $(TORCH_SOURCE) --no-header -q -o requirements.lock
+	sed -i '1i # Every transitive package, pinned. Generated from requirements.txt by `make lock`; do not edit by hand.' requirements.lock
+
+up: setup
+	$(BIN)/tollgate-platform up
+
+down:
+	@if [ -x $(BIN)/tollgate-platform ]; then $(BIN)/tollgate-platform down; fi
+
+status: setup
+	$(BIN)/tollgate-platform status
+
+demo: setup
+	$(BIN)/python -m tollgate.demo
+
+browser-deps:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+
+test: setup browser-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python benchmarks/dag_parse_time.py

@@ -1,0 +1,310 @@
+"""The local platform: a real Airflow (api-server, scheduler, dag-processor, triggerer) and a real
+``mlflow server`` on loopback, all state under one folder.
+
+``up`` refuses taken ports, migrates the Airflow database, starts each service in its own process
+group, waits for each to be healthy, applies ``airflow_settings.yaml`` and prints where everything
+is. ``down`` stops exactly the process groups recorded in ``run/stack.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tollgate.config import REPO_ROOT, state_dir
+from tollgate.platform import secrets
+from tollgate.platform.processes import (
+    ServiceError,
+    group_alive,
+    http_ok,
+    log_tail,
+    port_is_free,
+    start_group,
+    stop_groups,
+    wait_healthy,
+)
+
+AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+@dataclass
+class Ports:
+    airflow: int = 8080
+    mlflow: int = 5000
+    worker_log: int = 8793
+    trigger_log: int = 8794
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        env = os.environ
+        return cls(
+            airflow=int(env.get("TOLLGATE_AIRFLOW_PORT", 8080)),
+            mlflow=int(env.get("TOLLGATE_MLFLOW_PORT", 5000)),
+            worker_log=int(env.get("TOLLGATE_WORKER_LOG_PORT", 8793)),
+            trigger_log=int(env.get("TOLLGATE_TRIGGER_LOG_PORT", 8794)),
+        )
+
+    def by_service(self) -> dict[str, int]:
+        return {
+            "airflow api-server": self.airflow,
+            "mlflow server": self.mlflow,
+            "airflow worker log server": self.worker_log,
+            "airflow triggerer log server": self.trigger_log,
+        }
+
+
+@dataclass
+class Service:
+    name: str
+    pgid: int
+    started: float
+    log: str
+
+
+@dataclass
+class StackState:
+    home: str
+    ports: Ports
+    services: list[Service] = field(default_factory=list)
+
+
+class LocalStack:
+    """One local platform rooted at ``home`` (default: the state folder)."""
+
+    def __init__(self, home: Path | None = None, ports: Ports | None = None, parallelism: int = 4):
+        self.home = (home or state_dir()).resolve()
+        self.ports = ports or Ports.from_env()
+        self.parallelism = parallelism
+        self.logs = self.home / "logs"
+        self.run_file = self.home / "run" / "stack.json"
+
+    # ---- addresses -------------------------------------------------------------------------
+    @property
+    def airflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.airflow}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.mlflow}"
+
+    def passwords(self) -> dict[str, str]:
+        return secrets.ensure_passwords(self.home / "airflow" / "passwords.json")
+
+    # ---- environment -----------------------------------------------------------------------
+    def airflow_env(self) -> dict[str, str]:
+        """The environment every Airflow component (and every task) runs with."""
+        airflow_home = self.home / "airflow"
+        secret_dir = airflow_home / "secrets"
+        env = dict(os.environ)
+        env.update(
+            {
+                "TOLLGATE_HOME": str(self.home),
+                "AIRFLOW_HOME": str(airflow_home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+                "AIRFLOW__CORE__FERNET_KEY": secrets.ensure_fernet_key(secret_dir / "fernet_key"),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                    f"{user}:{role}" for user, role in secrets.USERS.items()
+                ),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+                "AIRFLOW__API__BASE_URL": self.airflow_url,
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.ports.airflow),
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API__SECRET_KEY": secrets.ensure_token(secret_dir / "api_secret_key"),
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.ensure_token(secret_dir / "jwt_secret"),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports.worker_log),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.ports.trigger_log),
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
+                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+                "MLFLOW_TRACKING_URI": self.mlflow_url,
+                "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "http", "host": self.mlflow_url}),
+                "GIT_PYTHON_REFRESH": "quiet",
+                "NO_PROXY": "127.0.0.1,localhost",
+                "no_proxy": "127.0.0.1,localhost",
+            }
+        )
+        return env
+
+    def _airflow_bin(self) -> str:
+        return str(Path(sys.executable).with_name("airflow"))
+
+    def _mlflow_command(self) -> list[str]:
+        mlflow_home = self.home / "mlflow"
+        return [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--host", "127.0.0.1",
+            "--port", str(self.ports.mlflow),
+            "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{mlflow_home / 'mlflow.db'}",
+            "--artifacts-destination", str(mlflow_home / "artifacts"),
+            "--serve-artifacts",
+        ]  # fmt: skip
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def read_state(self) -> StackState | None:
+        if not self.run_file.exists():
+            return None
+        raw = json.loads(self.run_file.read_text())
+        return StackState(
+            home=raw["home"], ports=Ports(**raw["ports"]), services=[Service(**s) for s in raw["services"]]
+        )
+
+    def _write_state(self, state: StackState) -> None:
+        self.run_file.parent.mkdir(parents=True, exist_ok=True)
+        self.run_file.write_text(json.dumps(asdict(state), indent=2))
+
+    def running_services(self) -> list[Service]:
+        state = self.read_state()
+        return [s for s in state.services if group_alive(s.pgid)] if state else []
+
+    def _check_ports(self) -> None:
+        taken = [f"{name} port {port}" for name, port in self.ports.by_service().items() if not port_is_free(port)]
+        if taken:
+            raise ServiceError(
+                "Cannot start the local platform: "
+                + ", ".join(taken)
+                + " already in use by another program. Stop it, or choose other ports with "
+                "TOLLGATE_AIRFLOW_PORT / TOLLGATE_MLFLOW_PORT / TOLLGATE_WORKER_LOG_PORT / "
+                "TOLLGATE_TRIGGER_LOG_PORT."
+            )
+
+    def migrate(self) -> None:
+        log = self.logs / "airflow-db-migrate.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            result = subprocess.run(
+                [self._airflow_bin(), "db", "migrate"], env=self.airflow_env(), stdout=out, stderr=subprocess.STDOUT
+            )
+        if result.returncode != 0:
+            raise ServiceError(
+                f"airflow database migration failed (exit {result.returncode}).\n"
+                f"Log: {log}\n--- last lines ---\n{log_tail(log)}"
+            )
+
+    def up(self, announce: bool = True) -> dict[str, float]:
+        """Start everything and wait until healthy; return seconds to healthy per service."""
+        if self.running_services():
+            raise ServiceError(
+                f"The local platform in {self.home} is already running "
+                f"(Airflow {self.airflow_url}, MLflow {self.mlflow_url}). Run `make down` first."
+            )
+        self._check_ports()
+        t0 = time.monotonic()
+        self.passwords()
+        env = self.airflow_env()
+        (self.home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+        state = StackState(home=str(self.home), ports=self.ports)
+        timings: dict[str, float] = {}
+        try:
+            mlflow_log = self.logs / "mlflow-server.log"
+            mlflow_proc = start_group(self._mlflow_command(), mlflow_log, env=env)
+            state.services.append(Service("mlflow-server", mlflow_proc.pid, time.time(), str(mlflow_log)))
+            self._write_state(state)
+            self.migrate()
+            timings["airflow db migrate"] = time.monotonic() - t0
+            procs = {}
+            for component in AIRFLOW_COMPONENTS:
+                log = self.logs / f"airflow-{component}.log"
+                proc = start_group([self._airflow_bin(), component], log, env=env)
+                procs[component] = (proc, log)
+                state.services.append(Service(f"airflow-{component}", proc.pid, time.time(), str(log)))
+                self._write_state(state)
+            api_proc, api_log = procs["api-server"]
+            wait_healthy("airflow api-server", f"{self.airflow_url}/api/v2/monitor/health", api_proc, api_log)
+            timings["airflow"] = time.monotonic() - t0
+            wait_healthy("mlflow server", f"{self.mlflow_url}/health", mlflow_proc, mlflow_log)
+            timings["mlflow"] = time.monotonic() - t0
+            self._wait_components_healthy(procs)
+            timings["airflow components"] = time.monotonic() - t0
+            from tollgate.platform.settings import apply_settings
+
+            apply_settings(self, REPO_ROOT / "airflow_settings.yaml")
+            timings["settings applied"] = time.monotonic() - t0
+        except BaseException:
+            self.down(quiet=True)
+            raise
+        if announce:
+            print(self.describe(timings))
+        return timings
+
+    def _wait_components_healthy(self, procs: dict, timeout: float = 120.0) -> None:
+        """Scheduler, dag-processor and triggerer report heartbeats through the health endpoint."""
+        from tollgate.platform.api import AirflowClient
+
+        client = AirflowClient(self.airflow_url)
+        deadline = time.monotonic() + timeout
+        wanted = {"scheduler", "dag_processor", "triggerer"}
+        while True:
+            for component, (proc, log) in procs.items():
+                if proc.poll() is not None:
+                    raise ServiceError(
+                        f"airflow {component} exited with code {proc.returncode}.\n"
+                        f"Log: {log}\n--- last lines ---\n{log_tail(log)}"
+                    )
+            health = client.health()
+            healthy = {k for k in wanted if (health.get(k) or {}).get("status") == "healthy"}
+            if healthy == wanted:
+                return
+            if time.monotonic() > deadline:
+                missing = sorted(wanted - healthy)
+                logs = ", ".join(str(procs[m.replace("_", "-")][1]) for m in missing)
+                raise ServiceError(f"airflow {', '.join(missing)} not healthy after {timeout:.0f} s. Logs: {logs}")
+            time.sleep(1)
+
+    def down(self, quiet: bool = False) -> list[str]:
+        """Stop exactly the process groups this stack started; return their names."""
+        state = self.read_state()
+        if state is None:
+            if not quiet:
+                print(f"Nothing to stop: no platform recorded in {self.run_file}.")
+            return []
+        running = [s for s in state.services if group_alive(s.pgid)]
+        stop_groups([s.pgid for s in running])
+        stopped = [s.name for s in running]
+        self.run_file.unlink(missing_ok=True)
+        if not quiet:
+            print("Stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return stopped
+
+    def status(self) -> str:
+        state = self.read_state()
+        if state is None:
+            return f"Local platform in {self.home}: not running."
+        lines = [f"Local platform in {self.home}:"]
+        for service in state.services:
+            alive = "running" if group_alive(service.pgid) else "STOPPED"
+            lines.append(f"  {service.name:<24} {alive:<8} pgid {service.pgid:<8} log {service.log}")
+        air = "healthy" if http_ok(f"http://127.0.0.1:{state.ports.airflow}/api/v2/monitor/health") else "down"
+        mlf = "healthy" if http_ok(f"http://127.0.0.1:{state.ports.mlflow}/health") else "down"
+        lines.append(f"  Airflow UI  http://127.0.0.1:{state.ports.airflow}  ({air})")
+        lines.append(f"  MLflow UI   http://127.0.0.1:{state.ports.mlflow}  ({mlf})")
+        return "\n".join(lines)
+
+    def describe(self, timings: dict[str, float] | None = None) -> str:
+        passwords = self.passwords()
+        lines = [
+            "Tollgate local platform is up.",
+            f"  Airflow UI : {self.airflow_url}   (users: "
+            + ", ".join(f"{u} / {p}" for u, p in passwords.items())
+            + ")",
+            f"  MLflow UI  : {self.mlflow_url}",
+            f"  Passwords  : {self.home / 'airflow' / 'passwords.json'}",
+            f"  State      : {self.home}",
+            f"  Logs       : {self.logs}",
+        ]
+        if timings:
+            lines.append("  Healthy after: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+        return "\n".join(lines)

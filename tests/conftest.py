@@ -1,0 +1,44 @@
+"""Test set-up shared by every layer.
+
+Airflow reads its configuration when first imported, so the test environment (a private
+AIRFLOW_HOME on SQLite, a private TOLLGATE_HOME) is set here, before any test module imports it.
+Every test must carry one layer marker (dags, unit, integration, e2e) so a layer can run alone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="tollgate-tests-"))
+
+os.environ.setdefault("TOLLGATE_HOME", str(_SESSION_DIR / "state"))
+os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO_ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_DIR / 'airflow' / 'airflow.db'}"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+pytest_plugins = ["tests.fixtures.services"]
+
+LAYERS = ("dags", "unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(m) for m in LAYERS)]
+    if unmarked:
+        raise pytest.UsageError(
+            "Every test needs a layer marker (" + ", ".join(LAYERS) + "); missing on: " + ", ".join(unmarked)
+        )
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION_DIR
