@@ -37,7 +37,9 @@ class AirflowClient:
         except (requests.RequestException, ValueError):
             return {}
 
-    def request(self, method: str, path: str, expect: tuple[int, ...] = (200, 201, 204), **kwargs: Any) -> Any:
+    def request(
+        self, method: str, path: str, expect: tuple[int, ...] = (200, 201, 204), **kwargs: Any
+    ) -> Any:
         response = self.session.request(method, f"{self.base_url}/api/v2{path}", timeout=60, **kwargs)
         if response.status_code not in expect:
             raise AirflowAPIError(method, path, response)
@@ -73,14 +75,20 @@ class AirflowClient:
     def unpause(self, dag_id: str) -> None:
         self.patch(f"/dags/{dag_id}", {"is_paused": False})
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
+    def trigger(
+        self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
         if run_id:
             body["dag_run_id"] = run_id
         return self.post(f"/dags/{dag_id}/dagRuns", body)
 
     def wait_for_run(
-        self, dag_id: str, run_id: str, timeout: float = 300.0, states: tuple[str, ...] = ("success", "failed")
+        self,
+        dag_id: str,
+        run_id: str,
+        timeout: float = 300.0,
+        states: tuple[str, ...] = ("success", "failed"),
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
@@ -101,5 +109,7 @@ class AirflowClient:
         )
         content = data.get("content", data) if isinstance(data, dict) else data
         if isinstance(content, list):
-            return "\n".join(str(item.get("event", item)) if isinstance(item, dict) else str(item) for item in content)
+            return "\n".join(
+                str(item.get("event", item)) if isinstance(item, dict) else str(item) for item in content
+            )
         return str(content)

@@ -6,6 +6,7 @@ also stops the children it forked (LocalExecutor workers, MLflow's job runner), 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -75,10 +76,8 @@ def stop_groups(pgids: Sequence[int], timeout: float = 20.0) -> None:
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         alive = [pgid for pgid in pgids if group_alive(pgid)]
         for pgid in alive:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + wait
         while alive and time.monotonic() < deadline:
             for pgid in alive:
@@ -91,10 +90,8 @@ def stop_groups(pgids: Sequence[int], timeout: float = 20.0) -> None:
 
 def _reap(pid: int) -> None:
     """Collect the leader if it is our child, so it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:

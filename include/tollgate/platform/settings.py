@@ -85,5 +85,7 @@ def apply_settings(stack: LocalStack, path: Path) -> dict[str, str]:
             "value": str(variable["variable_value"]),
             "description": variable.get("variable_description"),
         }
-        done[f"variable {variable['variable_name']}"] = _upsert(client, "variables", variable["variable_name"], body)
+        done[f"variable {variable['variable_name']}"] = _upsert(
+            client, "variables", variable["variable_name"], body
+        )
     return done

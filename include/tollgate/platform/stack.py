@@ -171,7 +171,9 @@ class LocalStack:
         return [s for s in state.services if group_alive(s.pgid)] if state else []
 
     def _check_ports(self) -> None:
-        taken = [f"{name} port {port}" for name, port in self.ports.by_service().items() if not port_is_free(port)]
+        taken = [
+            f"{name} port {port}" for name, port in self.ports.by_service().items() if not port_is_free(port)
+        ]
         if taken:
             raise ServiceError(
                 "Cannot start the local platform: "
@@ -186,7 +188,10 @@ class LocalStack:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             result = subprocess.run(
-                [self._airflow_bin(), "db", "migrate"], env=self.airflow_env(), stdout=out, stderr=subprocess.STDOUT
+                [self._airflow_bin(), "db", "migrate"],
+                env=self.airflow_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         if result.returncode != 0:
             raise ServiceError(
@@ -261,7 +266,9 @@ class LocalStack:
             if time.monotonic() > deadline:
                 missing = sorted(wanted - healthy)
                 logs = ", ".join(str(procs[m.replace("_", "-")][1]) for m in missing)
-                raise ServiceError(f"airflow {', '.join(missing)} not healthy after {timeout:.0f} s. Logs: {logs}")
+                raise ServiceError(
+                    f"airflow {', '.join(missing)} not healthy after {timeout:.0f} s. Logs: {logs}"
+                )
             time.sleep(1)
 
     def down(self, quiet: bool = False) -> list[str]:
@@ -287,7 +294,9 @@ class LocalStack:
         for service in state.services:
             alive = "running" if group_alive(service.pgid) else "STOPPED"
             lines.append(f"  {service.name:<24} {alive:<8} pgid {service.pgid:<8} log {service.log}")
-        air = "healthy" if http_ok(f"http://127.0.0.1:{state.ports.airflow}/api/v2/monitor/health") else "down"
+        air = (
+            "healthy" if http_ok(f"http://127.0.0.1:{state.ports.airflow}/api/v2/monitor/health") else "down"
+        )
         mlf = "healthy" if http_ok(f"http://127.0.0.1:{state.ports.mlflow}/health") else "down"
         lines.append(f"  Airflow UI  http://127.0.0.1:{state.ports.airflow}  ({air})")
         lines.append(f"  MLflow UI   http://127.0.0.1:{state.ports.mlflow}  ({mlf})")
