@@ -1,0 +1,1 @@
+"""Data stage: landing-area source, Great Expectations gate with quarantine, DVC dataset versions."""

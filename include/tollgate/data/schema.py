@@ -1,0 +1,35 @@
+"""The ad-impression event schema: the contract between the landing area, the validation suite,
+the curated dataset and the trainer. No heavy imports: the trainer and DAG files read it too."""
+
+from __future__ import annotations
+
+EVENT_ID = "event_id"
+TIMESTAMP = "event_ts"
+LABEL = "clicked"
+
+# column -> pandas dtype of the curated dataset
+COLUMNS: dict[str, str] = {
+    "event_id": "string",  # unique per event
+    "event_ts": "datetime64[us, UTC]",  # inside the partition's day
+    "user_id": "int64",
+    "campaign_id": "int64",
+    "site_id": "int64",
+    "device": "string",  # one of DEVICES
+    "country": "string",  # one of COUNTRIES
+    "hour_of_day": "int64",  # 0..23, derived from event_ts
+    "ad_position": "int64",  # 1..5, slot on the page
+    "bid_price": "float64",  # CPM bid in USD, 0.01..50
+    "user_ctr_7d": "float64",  # user's recent click-through rate, 0..1
+    "page_depth": "int64",  # pages viewed in session, 1..50
+    "clicked": "int64",  # label, 0 or 1
+}
+
+CATEGORICAL_ID_COLUMNS = ("user_id", "campaign_id", "site_id")
+CATEGORICAL_COLUMNS = ("device", "country", "hour_of_day", "ad_position")
+NUMERIC_COLUMNS = ("bid_price", "user_ctr_7d", "page_depth")
+
+DEVICES = ("mobile", "desktop", "tablet")
+COUNTRIES = ("US", "GB", "DE", "FR", "IN", "BR", "JP", "CA")
+
+# Path of the curated training set inside the data repository (tracked by DVC).
+CURATED_PATH = "data/ctr_curated.parquet"
