@@ -31,18 +31,48 @@ VARIABLE_DEFAULTS: dict[str, str] = {
     # How training is launched: "local" (child process) or "kubernetes" (spot pod).
     "tollgate_launch_backend": "local",
     "tollgate_training_image": "ghcr.io/tollgate-mlops/tollgate-training:0.1.0",
+    # Spot training: retry budgets, checkpoint grace (the spot notice; GCP 30 s, AWS 120 s), capacity, pod.
+    "tollgate_preemption_budget": "5",
+    "tollgate_failure_budget": "1",
+    "tollgate_checkpoint_grace_seconds": "30",
+    "tollgate_on_demand_last_attempt": "true",
+    "tollgate_training_instance_type": "m5.xlarge",
+    "tollgate_training_resources": '{"cpu": "2", "memory": "4Gi", "gpu": 0}',
+    "tollgate_k8s_namespace": "tollgate",
+    "tollgate_training_service_account": "tollgate-training",
     "tollgate_registered_model": "tollgate-ctr",
+    # Public keys whose model signatures are trusted: PEM files, folders of *.pub, or inline PEM blocks,
+    # separated by commas or new lines. The signing key itself is Connection SIGNING_CONN_ID.
+    "tollgate_trusted_public_keys": "{state}/keys/tollgate-dev-signing.pub",
 }
 
 MLFLOW_CONN_ID = "mlflow_default"
 AWS_CONN_ID = "aws_default"
 SIGNING_CONN_ID = "tollgate_signing"
 SPOT_POOL = "spot_training"
+K8S_CONN_ID = "kubernetes_default"
+
+# Airflow `retries` of the training task: the ceiling for preemption budget + failure budget (the budgets
+# themselves are Variables/Params; Airflow cannot raise a task's retries at run time).
+TRAINING_MAX_RETRIES = 10
+
+# Hourly prices (USD) per instance type for the spot cost report. Illustrative us-east-1 / us-central1
+# list prices; set your own (region, discounts) here. Variable tollgate_training_instance_type picks the row.
+INSTANCE_PRICES_USD_PER_HOUR: dict[str, dict[str, float]] = {
+    "m5.xlarge": {"spot": 0.0772, "on_demand": 0.192},
+    "m5.2xlarge": {"spot": 0.1544, "on_demand": 0.384},
+    "c5.2xlarge": {"spot": 0.1378, "on_demand": 0.34},
+    "g4dn.xlarge": {"spot": 0.2205, "on_demand": 0.526},
+    "g5.xlarge": {"spot": 0.4351, "on_demand": 1.006},
+    "n2-standard-4": {"spot": 0.0475, "on_demand": 0.1942},
+    "g2-standard-4": {"spot": 0.2841, "on_demand": 0.7068},
+}
 
 
 def default_for(name: str) -> str:
     """The embedded default of a Variable, with the state folder filled in."""
-    return VARIABLE_DEFAULTS[name].format(state=state_dir())
+    # str.replace, not str.format: some defaults are JSON with braces of their own.
+    return VARIABLE_DEFAULTS[name].replace("{state}", str(state_dir()))
 
 
 def mlflow_tracking_uri() -> str:
