@@ -1,0 +1,156 @@
+"""
+### Train the click-through model on spot capacity
+
+Runs whenever a new **curated dataset** version is published (Asset `curated_ctr_dataset`; the version
+comes from the triggering event), or by hand with the Params below.
+
+1. **prepare_job** - picks the dataset version (Param `rev`, else the triggering event, else the latest
+   curated dataset) and builds the training job from the deployment Variables (image, resources,
+   storage root, retry budgets, grace period). The training run id is stable per DAG run, so every retry
+   resumes the same checkpoints and MLflow run.
+2. **choose_launcher** - Variable `tollgate_launch_backend`: `local` (child process, the embedded default)
+   or `kubernetes` (a spot pod through a deferrable KubernetesPodOperator).
+3. **train_local / train_kubernetes** - one try = one training attempt, in pool `spot_training`. Each
+   failed attempt is classified: a **spot preemption** (trainer exit 75, pod evicted/deleted, node lost)
+   retries within the preemption budget and resumes from the last checkpoint; a **real failure** has a
+   small budget (bad input none) and fails with the cause. Watch the tries in the task's
+   "Task Tries" view; the attempt ledger sits next to the checkpoints.
+4. **publish_trained_model** - writes the **spot report** (attempts, preemptions, lost steps, checkpoint
+   time, cost vs on-demand) to the task log and the MLflow run, and publishes the `trained_ctr_model`
+   Asset event with everything registration needs. It returns the same dict for tasks added after it.
+
+To see the preemption path end to end, trigger with `interruption = sigterm_at_step` and
+`interruption_value = 20`: the first try is interrupted at step 20, the second resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+
+from tollgate.assets import CURATED_DATASET, TRAINED_MODEL
+from tollgate.config import SPOT_POOL, TRAINING_MAX_RETRIES
+from tollgate.launch.attempts import retry_policy
+from tollgate.launch.kubernetes import SpotTrainingPodOperator
+from tollgate.launch.operators import LocalTrainingOperator
+
+default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seconds=10)}
+
+# Retries of a training task: the ceiling of preemption + failure budgets, which decide the real limit.
+training_args: dict[str, Any] = {
+    "pool": SPOT_POOL,
+    "retries": TRAINING_MAX_RETRIES,
+    "retry_delay": timedelta(seconds=5),
+    "retry_policy": retry_policy(),
+}
+
+
+@dag(
+    schedule=CURATED_DATASET,
+    catchup=False,
+    max_active_runs=1,
+    tags=["tollgate", "training", "spot"],
+    default_args=default_args,
+    doc_md=__doc__,
+    params={
+        "rev": Param(
+            "latest",
+            type="string",
+            description="Dataset version (git rev of the data repo); latest = newest curated dataset",
+        ),
+        "epochs": Param(3, type="integer", minimum=1, maximum=100, description="Training epochs"),
+        "batch_size": Param(256, type="integer", minimum=1, description="Rows per optimizer step"),
+        "lr": Param(0.003, type="number", exclusiveMinimum=0, description="Learning rate"),
+        "seed": Param(42, type="integer", description="Seed: the same seed and data give the same weights"),
+        "checkpoint_every": Param(
+            50, type="integer", minimum=1, description="Checkpoint every N steps (and always on SIGTERM)"
+        ),
+        "quality": Param(
+            "normal",
+            enum=["normal", "degraded"],
+            description="degraded = a deliberately worse model (exercises the promotion gates)",
+        ),
+        "interruption": Param(
+            "none",
+            enum=["none", "sigterm_at_step", "sigterm_after_seconds"],
+            description="Inject a spot interruption (local launcher): SIGTERM at step N or after X seconds",
+        ),
+        "interruption_value": Param(
+            20, type="number", minimum=0, description="N (steps) or X (seconds) for the interruption"
+        ),
+        "interruption_sigkill": Param(
+            False, type="boolean", description="Send SIGKILL instead of SIGTERM: capacity lost without notice"
+        ),
+        "interruption_attempts": Param(
+            1,
+            type="integer",
+            minimum=0,
+            maximum=TRAINING_MAX_RETRIES,
+            description="How many attempts (from the first) are interrupted",
+        ),
+        "preemption_budget": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            description="Preemptions to absorb; empty = Variable tollgate_preemption_budget",
+        ),
+        "failure_budget": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            description="Retries for real failures; empty = Variable tollgate_failure_budget",
+        ),
+    },
+)
+def train_model():
+    @task(inlets=[CURATED_DATASET])
+    def prepare_job(**context: Any) -> dict[str, Any]:
+        from tollgate.launch.pipeline import build_plan, resolve_dataset
+        from tollgate.launch.settings import mlflow_uri, read_settings
+
+        settings = read_settings()
+        triggering = context["triggering_asset_events"].get(CURATED_DATASET) or []
+        latest = list(context["inlet_events"][CURATED_DATASET].ascending(False).limit(1))
+        dataset = resolve_dataset(
+            rev_param=context["params"].get("rev"),
+            triggering_extra=triggering[-1].extra if triggering else None,
+            latest_extra=latest[0].extra if latest else None,
+            data_repo=settings["tollgate_data_repo"],
+        )
+        plan = build_plan(
+            dag_id=context["dag"].dag_id,
+            run_id=context["run_id"],
+            params=context["params"],
+            settings=settings,
+            dataset=dataset,
+            mlflow_uri=mlflow_uri(),
+        )
+        print(
+            f"Training run {plan.job.training_run_id}: dataset rev {dataset['rev']} ({dataset['source']}), "
+            f"backend {plan.backend}, checkpoints {plan.job.checkpoint_uri}"
+        )
+        return plan.to_dict()
+
+    @task.branch
+    def choose_launcher(plan: dict[str, Any]) -> str:
+        return "train_kubernetes" if plan["backend"] == "kubernetes" else "train_local"
+
+    @task(outlets=[TRAINED_MODEL], trigger_rule="none_failed_min_one_success")
+    def publish_trained_model(plan: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from tollgate.config import INSTANCE_PRICES_USD_PER_HOUR
+        from tollgate.launch.pipeline import finish_training
+        from tollgate.launch.plan import LaunchPlan
+
+        info = finish_training(LaunchPlan.from_dict(plan), prices=INSTANCE_PRICES_USD_PER_HOUR)
+        context["outlet_events"][TRAINED_MODEL].extra = info
+        return info
+
+    plan = prepare_job()
+    local = LocalTrainingOperator(task_id="train_local", plan=plan, **training_args)
+    pod = SpotTrainingPodOperator(task_id="train_kubernetes", plan=plan, **training_args)
+    choose_launcher(plan) >> [local, pod] >> publish_trained_model(plan)
+
+
+train_model()

@@ -1,0 +1,212 @@
+"""The training job rendered as a spot pod, launched by a deferrable KubernetesPodOperator.
+
+Spot placement covers the common capacity labels: Karpenter ``karpenter.sh/capacity-type: spot``, EKS
+managed node groups ``eks.amazonaws.com/capacityType: SPOT`` and GKE ``cloud.google.com/gke-spot: "true"``
+(required node affinity with one term per label, so any of them matches), with tolerations for the taints
+clusters commonly put on such nodes. An on-demand attempt (the last one, when the preemption budget is
+nearly spent) keeps off all of them. Failed pods are kept for debugging; each try gets a fresh pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk.exceptions import TaskDeferred
+from kubernetes.client import ApiClient
+from kubernetes.client import models as k8s
+from kubernetes.client.exceptions import ApiException
+
+from tollgate.config import K8S_CONN_ID
+from tollgate.launch.attempts import begin_attempt, end_attempt
+from tollgate.launch.classify import Classification, Outcome, classify_pod
+from tollgate.launch.job import Resources, TrainingJob, sanitize_label_value
+from tollgate.launch.plan import LaunchPlan
+
+# (node label, value on spot nodes); an on-demand attempt requires each to be absent or different.
+SPOT_NODE_LABELS: tuple[tuple[str, str], ...] = (
+    ("karpenter.sh/capacity-type", "spot"),
+    ("eks.amazonaws.com/capacityType", "SPOT"),
+    ("cloud.google.com/gke-spot", "true"),
+)
+GPU_RESOURCE = "nvidia.com/gpu"
+CONTAINER_NAME = "trainer"
+
+
+def spot_affinity(on_demand: bool = False) -> k8s.V1Affinity:
+    """Required node affinity: any spot label (terms are ORed), or none of them for on-demand."""
+    if on_demand:
+        terms = [
+            k8s.V1NodeSelectorTerm(
+                match_expressions=[
+                    k8s.V1NodeSelectorRequirement(key=key, operator="NotIn", values=[value])
+                    for key, value in SPOT_NODE_LABELS
+                ]
+            )
+        ]
+    else:
+        terms = [
+            k8s.V1NodeSelectorTerm(
+                match_expressions=[k8s.V1NodeSelectorRequirement(key=key, operator="In", values=[value])]
+            )
+            for key, value in SPOT_NODE_LABELS
+        ]
+    return k8s.V1Affinity(
+        node_affinity=k8s.V1NodeAffinity(
+            required_during_scheduling_ignored_during_execution=k8s.V1NodeSelector(node_selector_terms=terms)
+        )
+    )
+
+
+def tolerations(on_demand: bool = False, gpu: int = 0) -> list[k8s.V1Toleration]:
+    result = []
+    if not on_demand:
+        result += [
+            k8s.V1Toleration(key=key, operator="Equal", value=value, effect="NoSchedule")
+            for key, value in SPOT_NODE_LABELS
+        ]
+    if gpu:
+        result.append(k8s.V1Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule"))
+    return result
+
+
+def container_resources(resources: Resources) -> k8s.V1ResourceRequirements:
+    """Requests = limits (Guaranteed QoS: the trainer is not the first thing evicted under pressure)."""
+    amounts: dict[str, str] = {"cpu": resources.cpu, "memory": resources.memory}
+    if resources.gpu:
+        amounts[GPU_RESOURCE] = str(resources.gpu)
+    return k8s.V1ResourceRequirements(requests=dict(amounts), limits=dict(amounts))
+
+
+def pod_labels(job: TrainingJob, context: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Labels tying the pod to the training run and the Airflow task try, in label syntax."""
+    labels = {
+        "app.kubernetes.io/name": "tollgate-trainer",
+        "app.kubernetes.io/part-of": "tollgate",
+        "app.kubernetes.io/managed-by": "airflow",
+        "tollgate.io/training-run-id": job.training_run_id,
+        "tollgate.io/capacity": job.capacity,
+    }
+    if context:
+        ti = context["ti"]
+        labels.update(
+            {
+                "tollgate.io/dag-id": ti.dag_id,
+                "tollgate.io/run-id": ti.run_id,
+                "tollgate.io/task-id": ti.task_id,
+                "tollgate.io/try-number": str(ti.try_number),
+            }
+        )
+    return {key: sanitize_label_value(value) for key, value in labels.items()}
+
+
+def env_vars(job: TrainingJob) -> list[k8s.V1EnvVar]:
+    env = dict(job.env)
+    if job.mlflow_uri:
+        env["MLFLOW_TRACKING_URI"] = job.mlflow_uri
+    env["PYTHONUNBUFFERED"] = "1"
+    return [k8s.V1EnvVar(name=name, value=str(value)) for name, value in sorted(env.items())]
+
+
+def pod_manifest(pod: k8s.V1Pod) -> dict[str, Any]:
+    """The camelCase dict the API server would get (or return)."""
+    return ApiClient().sanitize_for_serialization(pod)
+
+
+class SpotTrainingPodOperator(KubernetesPodOperator):
+    """KubernetesPodOperator for one training attempt on spot capacity.
+
+    ``plan`` is a LaunchPlan dict (usually an XComArg). Each try opens an attempt in the ledger, renders
+    the pod from the job (capacity chosen by the budgets), defers while the pod runs, and on re-entry
+    classifies the finished pod as success, preemption or failure.
+    """
+
+    template_fields: Sequence[str] = (*KubernetesPodOperator.template_fields, "plan")
+
+    def __init__(self, *, plan: Mapping[str, Any] | Any, **kwargs: Any) -> None:
+        kwargs.setdefault("kubernetes_conn_id", K8S_CONN_ID)
+        kwargs.setdefault("name", "tollgate-train")
+        kwargs.setdefault("deferrable", True)
+        kwargs.setdefault("on_finish_action", "delete_succeeded_pod")  # failed pods stay for debugging
+        kwargs.setdefault("get_logs", True)
+        kwargs.setdefault("log_events_on_failure", True)
+        kwargs.setdefault("base_container_name", CONTAINER_NAME)
+        kwargs.setdefault("startup_timeout_seconds", 900)  # new spot capacity can take minutes
+        # Every try gets a fresh pod; a failed pod of an earlier try is kept for debugging and must never be
+        # reattached to (deferral keeps watching the pod of the current try through the triggerer anyway).
+        kwargs.setdefault("durable", False)
+        super().__init__(**kwargs)
+        self.plan = plan
+
+    def configure(self, job: TrainingJob, context: Mapping[str, Any] | None = None) -> None:
+        """Render ``job`` onto this operator's pod fields."""
+        self.image = job.image
+        self.cmds = list(job.command)
+        self.arguments = job.argv()
+        self.env_vars = env_vars(job)
+        self.namespace = job.namespace
+        self.service_account_name = job.service_account
+        self.container_resources = container_resources(job.resources)
+        self.affinity = spot_affinity(job.on_demand)
+        self.tolerations = tolerations(job.on_demand, job.resources.gpu)
+        self.termination_grace_period = job.pod_grace_seconds
+        self.labels = {**(self.labels or {}), **pod_labels(job, context)}
+        self.annotations = {
+            **(self.annotations or {}),
+            "tollgate.io/checkpoint-uri": job.checkpoint_uri,
+            "tollgate.io/output-uri": job.output_uri,
+        }
+
+    def build_job_pod(self, job: TrainingJob, context: Mapping[str, Any] | None = None) -> k8s.V1Pod:
+        """The pod for ``job`` built by the provider's own code, without any cluster (dry run)."""
+        self.configure(job, context)
+        return self.build_pod_request_obj(context, dry_run=True)  # type: ignore[arg-type]
+
+    # ---- the attempt -------------------------------------------------------------------------------
+    def execute(self, context: Any) -> Any:
+        plan = LaunchPlan.from_dict(self.plan)
+        attempt = begin_attempt(context, plan, self.log.info)
+        self.configure(attempt.job, context)
+        try:
+            return super().execute(context)  # creates the pod, then defers to the triggerer
+        except TaskDeferred:
+            raise
+        except Exception as exc:
+            self.log.exception("Could not start the training pod")
+            return end_attempt(
+                attempt,
+                Classification(Outcome.FAILED, f"could not start the training pod: {exc}"),
+                self.log.info,
+            )
+
+    def trigger_reentry(self, context: Any, event: dict[str, Any]) -> Any:
+        plan = LaunchPlan.from_dict(self.plan)
+        attempt = begin_attempt(context, plan, self.log.info)  # the same attempt record as in execute
+        self.configure(attempt.job, context)
+        try:
+            super().trigger_reentry(context, event)
+        except TaskDeferred:
+            raise
+        except Exception as exc:
+            self.log.warning("Training pod %s did not succeed: %s", event.get("name"), exc)
+            classification = classify_pod(self._final_manifest(event), self.base_container_name)
+            if classification.outcome == Outcome.SUCCEEDED:
+                classification = Classification(Outcome.FAILED, f"pod succeeded but the task failed: {exc}")
+            return end_attempt(attempt, classification, self.log.info, pod_name=event.get("name"))
+        return end_attempt(
+            attempt,
+            Classification(Outcome.SUCCEEDED, "pod succeeded", 0),
+            self.log.info,
+            pod_name=event.get("name"),
+        )
+
+    def _final_manifest(self, event: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The pod as the API server has it now; None if it is gone (deleted with its node)."""
+        try:
+            pod = self.hook.get_pod(event["name"], event["namespace"])
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return pod_manifest(pod) if pod is not None else None

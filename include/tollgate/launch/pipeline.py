@@ -1,0 +1,186 @@
+"""The work of the ``train_model`` DAG's tasks, as plain functions the DAG wires and tests call directly.
+
+``resolve_dataset`` picks the dataset version, ``build_plan`` turns run Params and deployment Variables into
+a LaunchPlan, ``finish_training`` reads the trainer's result, writes the spot report (task log, MLflow,
+next to the checkpoints) and returns what the TRAINED_MODEL asset event carries.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tollgate.config import TRAINING_MAX_RETRIES
+from tollgate.data.schema import CURATED_PATH
+from tollgate.launch import ledger as ledgers
+from tollgate.launch.budget import Budgets
+from tollgate.launch.job import Resources, TrainingJob, training_run_id
+from tollgate.launch.local import Interruption
+from tollgate.launch.plan import LaunchPlan
+from tollgate.launch.report import build_report, format_report, log_to_mlflow
+
+LATEST = "latest"
+RESULT_NAME = "result.json"
+REPORT_NAME = "spot_report.json"
+
+
+class DatasetNotFound(ValueError):
+    """No dataset version to train on; the message says how to get one."""
+
+
+def resolve_dataset(
+    *,
+    rev_param: str | None,
+    triggering_extra: Mapping[str, Any] | None,
+    latest_extra: Mapping[str, Any] | None,
+    data_repo: str,
+    data_path: str = CURATED_PATH,
+) -> dict[str, Any]:
+    """The dataset version to train on, with its lineage.
+
+    Precedence: an explicit ``rev`` Param, then the curated-dataset event that triggered the run, then the
+    latest curated-dataset event Airflow knows, then the head commit of the data repository.
+    """
+    if rev_param and rev_param != LATEST:
+        return {"rev": rev_param, "data_repo": data_repo, "data_path": data_path, "content_hash": None,
+                "source": "param"}  # fmt: skip
+    for source, extra in (("triggering_event", triggering_extra), ("latest_event", latest_extra)):
+        if extra and extra.get("rev"):
+            return {
+                "rev": str(extra["rev"]),
+                "data_repo": str(extra.get("data_repo") or data_repo),
+                "data_path": str(extra.get("data_path") or data_path),
+                "content_hash": extra.get("content_hash"),
+                "source": source,
+            }
+    head = _git_head(data_repo)
+    if head is None:
+        raise DatasetNotFound(
+            f"No dataset version to train on: no curated-dataset event exists and {data_repo!r} is not a git "
+            "repository with commits. Run the dataset_ingest DAG first, or trigger train_model with the "
+            "Param rev set to a dataset version (git rev of the data repository)."
+        )
+    return {"rev": head, "data_repo": data_repo, "data_path": data_path, "content_hash": None,
+            "source": "data_repo_head"}  # fmt: skip
+
+
+def _git_head(repo: str) -> str | None:
+    if "://" in repo or not Path(repo).is_dir():
+        return None
+    result = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def build_plan(
+    *,
+    dag_id: str,
+    run_id: str,
+    params: Mapping[str, Any],
+    settings: Mapping[str, str],
+    dataset: Mapping[str, Any],
+    mlflow_uri: str,
+) -> LaunchPlan:
+    """The launch plan of one DAG run. ``settings`` are the Variables (``tollgate.config`` names)."""
+    run = training_run_id(dag_id, run_id)
+    root = settings["tollgate_storage_root"].rstrip("/")
+    budgets = Budgets(
+        preemptions=_int_setting(params.get("preemption_budget"), settings, "tollgate_preemption_budget"),
+        failures=_int_setting(params.get("failure_budget"), settings, "tollgate_failure_budget"),
+        on_demand_last_attempt=settings["tollgate_on_demand_last_attempt"].strip().lower()
+        in ("1", "true", "yes"),
+    )
+    if budgets.preemptions + budgets.failures > TRAINING_MAX_RETRIES:
+        raise ValueError(
+            f"preemption budget {budgets.preemptions} + failure budget {budgets.failures} exceeds the "
+            f"training task's {TRAINING_MAX_RETRIES} retries; lower a budget (or raise "
+            "TRAINING_MAX_RETRIES in tollgate/config.py)."
+        )
+    job = TrainingJob(
+        training_run_id=run,
+        image=settings["tollgate_training_image"],
+        checkpoint_uri=f"{root}/checkpoints/{run}",
+        output_uri=f"{root}/models/{run}",
+        mlflow_uri=mlflow_uri,
+        trainer_args={
+            "data-repo": dataset["data_repo"],
+            "data-rev": dataset["rev"],
+            "data-path": dataset["data_path"],
+            "seed": int(params.get("seed", 42)),
+            "epochs": int(params.get("epochs", 3)),
+            "batch-size": int(params.get("batch_size", 256)),
+            "lr": float(params.get("lr", 0.003)),
+            "checkpoint-every": int(params.get("checkpoint_every", 50)),
+            "quality": params.get("quality", "normal"),
+        },
+        resources=Resources.parse(settings["tollgate_training_resources"]),
+        grace_seconds=int(settings["tollgate_checkpoint_grace_seconds"]),
+        service_account=settings["tollgate_training_service_account"],
+        namespace=settings["tollgate_k8s_namespace"],
+        instance_type=settings["tollgate_training_instance_type"],
+    )
+    interruption = Interruption.from_params(
+        params.get("interruption", "none"),
+        params.get("interruption_value"),
+        bool(params.get("interruption_sigkill")),
+    )
+    return LaunchPlan(
+        job=job,
+        backend=settings["tollgate_launch_backend"].strip().lower(),
+        budgets=budgets,
+        interruption=interruption,
+        interrupt_attempts=int(params.get("interruption_attempts", 1)),
+        dataset=dict(dataset),
+    )
+
+
+def _int_setting(param: Any, settings: Mapping[str, str], name: str) -> int:
+    value = settings[name] if param is None else param
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+
+
+def finish_training(
+    plan: LaunchPlan, *, prices: Mapping[str, Mapping[str, float]], log: Callable[[str], Any] = print
+) -> dict[str, Any]:
+    """Read the trainer's result, write the spot report everywhere it belongs, return the asset extra."""
+    from tollgate.training.storage import open_storage
+
+    job = plan.job
+    output = open_storage(job.output_uri)
+    if not output.exists(RESULT_NAME):
+        raise FileNotFoundError(
+            f"{job.output_uri}/{RESULT_NAME} is missing although training reported success: the trainer "
+            "did not finish writing its output. Clear the training task to run it again."
+        )
+    result = json.loads(output.read(RESULT_NAME))
+    ledger = ledgers.load(job.checkpoint_uri, job.training_run_id)
+    report = build_report(ledger, result, instance_type=job.instance_type, prices=prices)
+    log(format_report(report))
+    open_storage(job.checkpoint_uri).write(REPORT_NAME, json.dumps(report, indent=2).encode())
+    mlflow_run_id = result.get("mlflow_run_id")
+    if mlflow_run_id and job.mlflow_uri:
+        log_to_mlflow(report, job.mlflow_uri, mlflow_run_id)
+        log(f"Spot report logged to MLflow run {mlflow_run_id} ({job.mlflow_uri})")
+    dataset = {**plan.dataset, **(result.get("dataset") or {})}
+    return {
+        "training_run_id": job.training_run_id,
+        "mlflow_run_id": mlflow_run_id,
+        "model_uri": job.output_uri,
+        "checkpoint_uri": job.checkpoint_uri,
+        "rev": dataset.get("rev"),
+        "content_hash": dataset.get("content_hash"),
+        "data_repo": dataset.get("repo") or dataset.get("data_repo"),
+        "data_path": dataset.get("path") or dataset.get("data_path"),
+        "metrics": result.get("metrics") or {},
+        "attempts": report["attempts"],
+        "preemptions": report["preemptions"],
+        "steps_redone": report["steps_redone"],
+        "final_checkpoint": result.get("final_checkpoint"),
+        "cost_usd": report["cost_usd"],
+        "on_demand_cost_usd": report["on_demand_cost_usd"],
+    }
