@@ -41,6 +41,12 @@ VARIABLE_DEFAULTS: dict[str, str] = {
     "tollgate_k8s_namespace": "tollgate",
     "tollgate_training_service_account": "tollgate-training",
     "tollgate_registered_model": "tollgate-ctr",
+    # Promotion: who may approve (user names, comma-separated) and the offline gate thresholds
+    # (JSON overriding tollgate.evaluation.offline_gate.GateThresholds; empty = the defaults there).
+    "tollgate_approvers": "approver",
+    "tollgate_offline_gate": "",
+    "tollgate_holdout_fraction": "0.2",
+    "tollgate_mlflow_ui_url": "http://127.0.0.1:5000",
     # Public keys whose model signatures are trusted: PEM files, folders of *.pub, or inline PEM blocks,
     # separated by commas or new lines. The signing key itself is Connection SIGNING_CONN_ID.
     "tollgate_trusted_public_keys": "{state}/keys/tollgate-dev-signing.pub",
@@ -50,6 +56,8 @@ MLFLOW_CONN_ID = "mlflow_default"
 AWS_CONN_ID = "aws_default"
 SIGNING_CONN_ID = "tollgate_signing"
 SPOT_POOL = "spot_training"
+# Hours an approval request waits for a human before it counts as a rejection (a run Param overrides it).
+APPROVAL_TIMEOUT_MINUTES = 24 * 60
 K8S_CONN_ID = "kubernetes_default"
 
 # Airflow `retries` of the training task: the ceiling for preemption budget + failure budget (the budgets

@@ -1,0 +1,221 @@
+"""
+### Evaluate and promote the challenger
+
+Scheduled on the **challenger** Asset (published by `train_model` after signed registration), or
+triggered by hand for a model name and version.
+
+1. **Signature gate** — the challenger's files are checked against its OpenSSF model-signing
+   signature (trusted keys only) and its signed provenance against the version's tags.
+2. **Offline quality gate** — challenger and champion are scored on the same fresh holdout
+   (AUC, log loss, calibration error); thresholds and allowed regressions come from the
+   `tollgate_offline_gate` Variable; the first model ever is held to absolute floors.
+3. *(Shadow and canary gates of the serving stage go here, between the offline gate and approval.)*
+4. **Human approval** — an Airflow HITL approval assigned to the `tollgate_approvers`, showing the
+   evidence (metrics table, dataset rev, quarantined rows, preemptions, signature, links). No answer
+   within `approval_timeout_minutes` counts as Reject.
+5. **Promote** (`champion` → new version, old champion → `previous`, approval record on the version's
+   tags) or **reject** (version tagged rejected with the reasons, loses `challenger`; champion untouched).
+   A failed gate rejects without asking a human.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Param, TriggerRule, dag, task
+
+from tollgate.assets import CHALLENGER_MODEL
+from tollgate.config import APPROVAL_TIMEOUT_MINUTES
+from tollgate.evaluation.approval import EvidenceApprovalOperator, approval_form
+
+default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seconds=15)}
+
+
+@dag(
+    schedule=[CHALLENGER_MODEL],
+    catchup=False,
+    max_active_runs=1,
+    tags=["tollgate", "promotion", "gates"],
+    default_args=default_args,
+    doc_md=__doc__,
+    params={
+        "model_name": Param(
+            None, type=["null", "string"], description="Registered model (default: from the event)"
+        ),
+        "version": Param(
+            None, type=["null", "string"], description="Version to evaluate (default: from the event)"
+        ),
+        "approval_timeout_minutes": Param(
+            APPROVAL_TIMEOUT_MINUTES,
+            type="number",
+            minimum=0.05,
+            description="Minutes the approver has to answer; no answer counts as Reject.",
+        ),
+    },
+)
+def evaluate_and_promote():
+    @task
+    def resolve_challenger(**context: Any) -> dict[str, str]:
+        """The version to evaluate: the run's Params, else the triggering challenger event."""
+        from tollgate.runtime import setting
+
+        params = context["params"]
+        name, version = params.get("model_name"), params.get("version")
+        if not version:
+            events = context["triggering_asset_events"].get(CHALLENGER_MODEL) or []
+            if not events:
+                raise ValueError(
+                    "No challenger to evaluate: trigger with Params model_name and version, or let the "
+                    "challenger Asset event from train_model trigger this DAG."
+                )
+            extra = events[-1].extra
+            name, version = extra["model_name"], str(extra["version"])
+        return {"model_name": name or setting("tollgate_registered_model"), "version": str(version)}
+
+    @task
+    def signature_gate(challenger: dict[str, str]) -> dict[str, Any]:
+        from tollgate.registry.verify import verify_model_version
+        from tollgate.runtime import mlflow_uri, setting
+
+        result = verify_model_version(
+            challenger["model_name"],
+            challenger["version"],
+            setting("tollgate_trusted_public_keys"),
+            tracking_uri=mlflow_uri(),
+        )
+        print(result.summary())
+        return result.to_dict()
+
+    @task
+    def offline_gate(challenger: dict[str, str], signature: dict[str, Any]) -> dict[str, Any]:
+        from tollgate.evaluation.offline_gate import GateThresholds, decide, metrics_table
+        from tollgate.evaluation.promotion import alias_version
+        from tollgate.evaluation.scoring import holdout_frame, score_version
+        from tollgate.registry.names import CHAMPION
+        from tollgate.registry.register import mlflow_client
+        from tollgate.runtime import mlflow_uri, setting
+
+        if not signature["ok"]:
+            return {
+                "gate": "offline_quality",
+                "passed": False,
+                "reasons": ["not scored: the signature gate refused the model"],
+            }
+        uri = mlflow_uri()
+        thresholds = GateThresholds.from_json(setting("tollgate_offline_gate"))
+        dataset = signature["provenance"]["predicate"]["dataset"]
+        holdout = holdout_frame(
+            dataset["repo"], dataset["rev"], dataset["path"], float(setting("tollgate_holdout_fraction"))
+        )
+        trusted = setting("tollgate_trusted_public_keys")
+        challenger_metrics = score_version(
+            challenger["model_name"], challenger["version"], holdout, trusted, uri
+        )
+        champion_version = alias_version(mlflow_client(uri), challenger["model_name"], CHAMPION)
+        champion_metrics = None
+        if champion_version and champion_version != challenger["version"]:
+            champion_metrics = score_version(
+                challenger["model_name"], champion_version, holdout, trusted, uri
+            )
+        decision = decide(challenger_metrics, champion_metrics, thresholds, holdout_rows=len(holdout))
+        print(metrics_table(challenger_metrics, champion_metrics))
+        print("offline gate:", "PASSED" if decision.passed else "FAILED", *decision.reasons, sep="\n  ")
+        result = decision.to_dict()
+        result["champion_version"] = champion_version
+        return result
+
+    # Shadow and canary gates (serving stage) slot in here, each returning a decision like offline_gate.
+
+    @task
+    def assemble_evidence(
+        challenger: dict[str, str], signature: dict[str, Any], offline: dict[str, Any], **context: Any
+    ) -> dict:
+        import json
+
+        from tollgate.evaluation.evidence import build_evidence
+        from tollgate.evaluation.promotion import evidence_digest
+        from tollgate.runtime import setting
+
+        evidence = build_evidence(challenger, signature, offline, setting("tollgate_mlflow_ui_url"))
+        evidence["approval_timeout_minutes"] = float(context["params"]["approval_timeout_minutes"])
+        evidence["digest"] = evidence_digest(evidence)
+        print(json.dumps(evidence, indent=2, default=str))
+        return evidence
+
+    @task.branch
+    def route(evidence: dict[str, Any]) -> str:
+        return "approval" if evidence["gates_passed"] else "reject_on_gates"
+
+    @task
+    def reject_on_gates(evidence: dict[str, Any]) -> dict[str, Any]:
+        """A failed gate rejects without asking a human."""
+        from tollgate.evaluation.evidence import gate_reasons
+        from tollgate.evaluation.promotion import DecisionRecord, reject
+        from tollgate.registry.register import mlflow_client
+        from tollgate.runtime import mlflow_uri
+
+        reasons = gate_reasons(evidence)
+        record = DecisionRecord("rejected", "tollgate-gates", "automatic gate failure", evidence["digest"])
+        outcome = reject(
+            mlflow_client(mlflow_uri()), evidence["model_name"], evidence["version"], reasons, record
+        )
+        print(f"REJECTED {evidence['model_name']} v{evidence['version']} by the gates:", *reasons, sep="\n  ")
+        return outcome
+
+    approval = EvidenceApprovalOperator(
+        task_id="approval", evidence_task_id="assemble_evidence", params=approval_form()
+    )
+
+    @task
+    def promote(evidence: dict[str, Any], **context: Any) -> dict[str, Any]:
+        """Runs only on Approve (the approval skips it otherwise)."""
+        from tollgate.evaluation.promotion import DecisionRecord, promote
+        from tollgate.registry.register import mlflow_client
+        from tollgate.runtime import mlflow_uri
+
+        answer = context["ti"].xcom_pull(task_ids="approval")
+        record = DecisionRecord(
+            "approved",
+            answer.get("responded_by_user", {}).get("name") or "unknown",
+            (answer.get("params_input") or {}).get("comment", ""),
+            evidence["digest"],
+        )
+        aliases = promote(mlflow_client(mlflow_uri()), evidence["model_name"], evidence["version"], record)
+        print(f"PROMOTED {evidence['model_name']} v{evidence['version']}: {aliases}; record {record.tags()}")
+        return {**aliases, "record": record.tags()}
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def record_human_rejection(evidence: dict[str, Any], **context: Any) -> dict[str, Any] | None:
+        """After the approval: a Reject (or no answer in time) rejects the version; Approve was handled."""
+        from tollgate.evaluation.promotion import DecisionRecord, reject
+        from tollgate.registry.register import mlflow_client
+        from tollgate.runtime import mlflow_uri
+
+        answer = context["ti"].xcom_pull(task_ids="approval")
+        if not answer or answer.get("chosen_options") == ["Approve"]:
+            return None  # not asked (gates failed) or approved: nothing to reject here
+        user = (answer.get("responded_by_user") or {}).get("name")
+        comment = (answer.get("params_input") or {}).get("comment", "")
+        reasons = (
+            [f"rejected by approver {user}" + (f": {comment}" if comment else "")]
+            if user
+            else ["no approval answer before the response timeout"]
+        )
+        record = DecisionRecord("rejected", user or "timeout", comment, evidence["digest"])
+        outcome = reject(
+            mlflow_client(mlflow_uri()), evidence["model_name"], evidence["version"], reasons, record
+        )
+        print(f"REJECTED {evidence['model_name']} v{evidence['version']}: {reasons}")
+        return outcome
+
+    challenger = resolve_challenger()
+    signature = signature_gate(challenger)
+    offline = offline_gate(challenger, signature)
+    evidence = assemble_evidence(challenger, signature, offline)
+    promoted = promote(evidence)
+    route(evidence) >> [approval, reject_on_gates(evidence)]
+    approval >> promoted >> record_human_rejection(evidence)
+
+
+evaluate_and_promote()

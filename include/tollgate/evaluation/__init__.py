@@ -1,0 +1,1 @@
+"""Evaluation stage: offline quality gate, evidence for the approver, promotion / rejection / rollback."""

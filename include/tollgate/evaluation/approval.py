@@ -1,0 +1,56 @@
+"""The human approval step: Airflow's HITL ``ApprovalOperator`` with the evidence resolved at run time.
+
+Subject and body come from the evidence task's XCom, the assigned approvers from the
+``tollgate_approvers`` Variable and the response timeout from the run's ``approval_timeout_minutes``
+Param (carried in the evidence): none of them is known when the DAG file is parsed. A timeout
+answers with the default, ``Reject``, so silence never promotes a model.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param
+
+
+def approval_form() -> dict[str, Param]:
+    """The fields the approver fills in beside Approve / Reject (pass as the operator's ``params``)."""
+    return {
+        "comment": Param(
+            "",
+            type="string",
+            title="Comment",
+            description="Why you approve or reject; recorded on the model version.",
+        )
+    }
+
+
+class EvidenceApprovalOperator(ApprovalOperator):
+    def __init__(self, *, evidence_task_id: str, **kwargs: Any) -> None:
+        super().__init__(subject="Model promotion approval", defaults=["Reject"], **kwargs)
+        self.evidence_task_id = evidence_task_id
+
+    def execute(self, context: Any) -> Any:
+        from airflow.sdk import Variable
+
+        from tollgate.config import default_for
+        from tollgate.evaluation.evidence import approval_body, approval_subject
+
+        evidence = context["ti"].xcom_pull(task_ids=self.evidence_task_id)
+        self.subject = approval_subject(evidence)
+        self.body = approval_body(evidence)
+        approvers = Variable.get("tollgate_approvers", default=default_for("tollgate_approvers"))
+        self.assigned_users = [{"id": user, "name": user} for user in approvers.replace(",", " ").split()]
+        minutes = float(evidence["approval_timeout_minutes"])
+        self.response_timeout = timedelta(minutes=minutes)
+        self.log.info(
+            "Asking %s to approve %s v%s (answer within %.1f min; no answer counts as Reject)\n%s",
+            approvers,
+            evidence["model_name"],
+            evidence["version"],
+            minutes,
+            self.body,
+        )
+        return super().execute(context)

@@ -1,0 +1,101 @@
+"""The evidence a gate decision rests on, and the approval request built from it.
+
+The same dictionary goes to the task log, to MLflow (as a run artifact of the challenger) and into the
+approval body, and its digest is pinned on the version with the decision: approver and auditor see
+the same facts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tollgate.evaluation.offline_gate import metrics_table
+
+
+def build_evidence(
+    challenger: dict[str, Any],
+    signature: dict[str, Any],
+    offline: dict[str, Any],
+    mlflow_ui: str,
+) -> dict[str, Any]:
+    provenance = (signature.get("provenance") or {}).get("predicate", {})
+    dataset = provenance.get("dataset", {})
+    training = provenance.get("training", {})
+    gates = {
+        "signature": {"passed": bool(signature.get("ok")), "reasons": list(signature.get("problems") or [])}
+    }
+    gates["offline_quality"] = {
+        "passed": bool(offline.get("passed")),
+        "reasons": list(offline.get("reasons") or []),
+    }
+    run_id = signature.get("run_id")
+    name, version = challenger["model_name"], challenger["version"]
+    return {
+        "model_name": challenger["model_name"],
+        "version": str(challenger["version"]),
+        "gates": gates,
+        "gates_passed": all(g["passed"] for g in gates.values()),
+        "metrics": {"challenger": offline.get("challenger") or {}, "champion": offline.get("champion")},
+        "holdout_rows": offline.get("holdout_rows", 0),
+        "thresholds": offline.get("thresholds", {}),
+        "dataset": {
+            "rev": dataset.get("rev"),
+            "content_hash": dataset.get("content_hash"),
+            "rows": dataset.get("rows"),
+            "quarantined_rows": dataset.get("quarantined_rows"),
+            "window": [dataset.get("window_start"), dataset.get("window_end")],
+            "validation_report": dataset.get("validation_report"),
+        },
+        "training": {
+            "attempts": training.get("attempts"),
+            "preemptions": training.get("preemptions"),
+            "resumed_from": training.get("resumed_from"),
+            "final_checkpoint": training.get("final_checkpoint"),
+        },
+        "signature": {
+            "ok": bool(signature.get("ok")),
+            "signer_key_id": signature.get("signer_key_id"),
+            "signature_sha256": signature.get("signature_sha256"),
+            "provenance_sha256": signature.get("provenance_sha256"),
+            "problems": list(signature.get("problems") or []),
+        },
+        "links": {
+            "mlflow_run": f"{mlflow_ui}/#/experiments/0/runs/{run_id}" if run_id else None,
+            "mlflow_model_version": f"{mlflow_ui}/#/models/{name}/versions/{version}",
+        },
+    }
+
+
+def gate_reasons(evidence: dict[str, Any]) -> list[str]:
+    return [f"{name}: {reason}" for name, gate in evidence["gates"].items() for reason in gate["reasons"]]
+
+
+def approval_subject(evidence: dict[str, Any]) -> str:
+    return f"Promote {evidence['model_name']} version {evidence['version']} to champion?"
+
+
+def approval_body(evidence: dict[str, Any]) -> str:
+    """Markdown shown to the approver in Required Actions."""
+    metrics = evidence["metrics"]
+    data, train, sig = evidence["dataset"], evidence["training"], evidence["signature"]
+    lines = [
+        f"**{evidence['model_name']} v{evidence['version']}** passed every automatic gate.",
+        "",
+        f"Offline metrics on the same fresh holdout ({evidence['holdout_rows']} rows):",
+        "",
+        metrics_table(metrics["challenger"], metrics["champion"]),
+        "",
+        f"- Dataset rev `{data['rev']}` (content sha256 `{(data['content_hash'] or '')[:16]}…`), "
+        f"{data['rows']} rows, {data['quarantined_rows']} quarantined, "
+        f"window {data['window'][0]} → {data['window'][1]}",
+        f"- Training: {train['attempts']} attempt(s), {train['preemptions']} spot preemption(s), "
+        f"final weights from checkpoint `{train['final_checkpoint']}`",
+        f"- Signature: {'verified' if sig['ok'] else 'REFUSED'} (key `{sig['signer_key_id']}`, "
+        f"signature sha256 `{(sig['signature_sha256'] or '')[:16]}…`)",
+        f"- MLflow run: {evidence['links']['mlflow_run']}",
+        f"- Model version: {evidence['links']['mlflow_model_version']}",
+    ]
+    if data.get("validation_report"):
+        lines.append(f"- Validation report: {data['validation_report']}")
+    lines += ["", "Approve to make it the champion (the current one becomes `previous`), or Reject."]
+    return "\n".join(lines)
