@@ -105,27 +105,32 @@ class RollbackRecord:
     requested_by: str
     reason: str
     at: str
+    request_id: str = ""  # the Airflow run that asked: a retry of the same request is not a second rollback
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
 
 def rollback(
-    client: MlflowClient, name: str, target_version: str, requested_by: str, reason: str
+    client: MlflowClient, name: str, target_version: str, requested_by: str, reason: str, request_id: str = ""
 ) -> RollbackRecord:
     """Point ``champion`` at ``target_version`` (already verified by the caller); the replaced
     champion becomes ``previous``. The record goes on both versions."""
     target_version = str(target_version)
     current = alias_version(client, name, CHAMPION)
+    if current == target_version:
+        done = client.get_model_version(name, target_version).tags.get(TAG_ROLLBACK)
+        if request_id and done and json.loads(done).get("request_id") == request_id:
+            return RollbackRecord(**json.loads(done))  # this request already went through (task retry)
+        raise ValueError(f"version {target_version} of {name} is already the champion: nothing to roll back")
     record = RollbackRecord(
         from_version=current,
         to_version=target_version,
         requested_by=requested_by,
         reason=reason,
         at=datetime.now(UTC).isoformat(timespec="seconds"),
+        request_id=request_id,
     )
-    if current == target_version:
-        raise ValueError(f"version {target_version} of {name} is already the champion: nothing to roll back")
     client.set_registered_model_alias(name, CHAMPION, target_version)
     if current is not None:
         client.set_registered_model_alias(name, PREVIOUS, current)
