@@ -1,0 +1,90 @@
+"""Lineage of a model version: from the version back to its dataset, validation report, training run
+and checkpoints. The facts come from the *signed* provenance, so the walk also says whether the
+signature verified; a refused model's lineage is shown but flagged."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tollgate.registry.provenance import checkpoint_manifest
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+def mlflow_links(ui_url: str, name: str, version: str, experiment_id: str | None, run_id: str | None) -> dict:
+    base = ui_url.rstrip("/")
+    links = {"model_version": f"{base}/#/models/{name}/versions/{version}"}
+    if experiment_id and run_id:
+        links["training_run"] = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return links
+
+
+def model_lineage(
+    name: str,
+    version_or_alias: str | int,
+    trusted_keys: Any = None,
+    *,
+    client: MlflowClient | None = None,
+    tracking_uri: str | None = None,
+    mlflow_ui_url: str | None = None,
+) -> dict[str, Any]:
+    """Walk from ``name`` at ``version_or_alias`` to dataset rev, validation report, run and checkpoints."""
+    from tollgate.registry.client import mlflow_client
+    from tollgate.registry.retry import retrying
+    from tollgate.registry.verify import verify_model_version
+
+    client = client or mlflow_client(tracking_uri)
+    result = verify_model_version(name, version_or_alias, trusted_keys, client=client)
+    if result.version is None:
+        raise LookupError("; ".join(result.problems))
+    predicate = (result.provenance or {}).get("predicate", {})
+    dataset = dict(predicate.get("dataset") or {})
+    training = dict(predicate.get("training") or {})
+    run = (
+        retrying(f"look up run {result.run_id}", lambda: client.get_run(result.run_id))
+        if result.run_id
+        else None
+    )
+    experiment_id = run.info.experiment_id if run else None
+    checkpoints = checkpoint_manifest(training.get("checkpoint_uri"))
+    return {
+        "model": {
+            "name": name,
+            "version": result.version,
+            "aliases": result.aliases,
+            "logged_model_id": result.logged_model_id,
+            "uri": f"models:/{name}/{result.version}",
+            "links": mlflow_links(
+                mlflow_ui_url or client.tracking_uri, name, result.version, experiment_id, result.run_id
+            ),
+        },
+        "signature": {
+            "ok": result.ok,
+            "problems": result.problems,
+            "signer_key_id": result.signer_key_id,
+            "signature_sha256": result.signature_sha256,
+            "provenance_sha256": result.provenance_sha256,
+        },
+        "dataset": dataset,
+        "validation_report": dataset.get("validation_report") or dataset.get("validation_reports"),
+        "training_run": {
+            "training_run_id": training.get("training_run_id"),
+            "mlflow_run_id": result.run_id,
+            "run_name": run.info.run_name if run else None,
+            "status": run.info.status if run else None,
+            "params": predicate.get("params", {}),
+            "metrics": predicate.get("metrics", {}),
+            "attempts": training.get("attempts"),
+            "preemptions": training.get("preemptions"),
+            "airflow": predicate.get("airflow", {}),
+            "training_image": predicate.get("training_image"),
+            "code": predicate.get("code", {}),
+        },
+        "checkpoints": {
+            "uri": training.get("checkpoint_uri"),
+            "final": training.get("final_checkpoint"),
+            "final_sha256": training.get("final_checkpoint_sha256"),
+            "listed": checkpoints,
+        },
+    }

@@ -1,0 +1,91 @@
+"""Retries for calls to the MLflow server: transient failures (server down, restarting, 5xx, timeouts)
+are retried with capped exponential backoff until a deadline; anything else fails at once."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+_TRANSIENT_CODES = {
+    "TEMPORARILY_UNAVAILABLE",
+    "INTERNAL_ERROR",
+    "REQUEST_LIMIT_EXCEEDED",
+    "DEADLINE_EXCEEDED",
+}
+_TRANSIENT_WORDS = (
+    "failed with exception",  # MlflowException wrapping a requests/urllib3 connection error
+    "max retries exceeded",
+    "connection refused",
+    "connection reset",
+    "connection aborted",
+    "remote end closed",
+    "read timed out",
+    "database is locked",
+    "bad gateway",
+    "service unavailable",
+)
+
+
+def is_transient(err: BaseException) -> bool:
+    """True for failures that a later attempt can get past (the server was down or overloaded)."""
+    import requests
+
+    if isinstance(err, requests.exceptions.ConnectionError | requests.exceptions.Timeout | ConnectionError):
+        return True
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, MlflowException):
+        if err.error_code in _TRANSIENT_CODES:
+            return True
+        text = str(err).lower()
+        return any(word in text for word in _TRANSIENT_WORDS)
+    return False
+
+
+class MlflowUnavailableError(RuntimeError):
+    """MLflow kept failing transiently until the deadline."""
+
+
+def retrying(
+    what: str,
+    call: Callable[[], T],
+    *,
+    deadline_s: float = 300.0,
+    first_delay_s: float = 1.0,
+    max_delay_s: float = 10.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``call`` until it succeeds, retrying transient MLflow failures until ``deadline_s``."""
+    start = time.monotonic()
+    delay = first_delay_s
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except Exception as err:
+            if not is_transient(err):
+                raise
+            waited = time.monotonic() - start
+            if waited + delay > deadline_s:
+                raise MlflowUnavailableError(
+                    f"{what}: MLflow still unavailable after {attempt} attempts in {waited:.0f} s "
+                    f"({type(err).__name__}: {str(err)[:300]}). Check that the tracking server is up "
+                    "(MLFLOW_TRACKING_URI / Connection mlflow_default) and run the task again; it resumes "
+                    "where it stopped."
+                ) from err
+            log.warning(
+                "%s: MLflow unavailable (attempt %d, %s: %s); retrying in %.0f s",
+                what,
+                attempt,
+                type(err).__name__,
+                str(err)[:200],
+                delay,
+            )
+            sleep(delay)
+            attempt += 1
+            delay = min(delay * 2, max_delay_s)
