@@ -1,0 +1,179 @@
+"""Checkpoint store of one training run: atomic blobs, a manifest with sha256, keep-last-K, fallback.
+
+Layout under the checkpoint URI::
+
+    ckpt-00000150.pt     torch.save of the training state at step 150
+    manifest.json        {"checkpoints": [{name, step, epoch, sha256, size, created_at}, ...]} oldest first
+    progress.json        ledger of attempts (resume point, highest step reached, save/restore seconds)
+
+A checkpoint counts only once the manifest lists it, and the manifest is written after the blob, so
+a crash at any moment leaves the previous manifest and its checkpoints valid. On resume the newest
+listed checkpoint whose bytes match its sha256 (and that loads) wins; a corrupt one is reported and
+skipped in favour of the one before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tollgate.training.storage import LocalStorage, S3Storage, open_storage
+
+MANIFEST = "manifest.json"
+LEDGER = "progress.json"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"ckpt-{step:08d}.pt"
+
+
+def serialize(state: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def deserialize(payload: bytes) -> dict[str, Any]:
+    # weights_only: the state holds only tensors and plain Python values, so no pickle code runs.
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    step: int
+    epoch: int
+    sha256: str
+    size: int
+    created_at: float
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Entry:
+        return cls(
+            name=str(data["name"]),
+            step=int(data["step"]),
+            epoch=int(data["epoch"]),
+            sha256=str(data["sha256"]),
+            size=int(data["size"]),
+            created_at=float(data.get("created_at", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class Restored:
+    entry: Entry
+    state: dict[str, Any]
+    seconds: float
+    skipped: list[str]  # newer checkpoints that failed verification, with the reason
+
+
+def _log(message: str) -> None:
+    print(f"[tollgate.training.checkpoints] {message}", file=sys.stderr, flush=True)
+
+
+class CheckpointStore:
+    def __init__(self, uri: str, keep: int = 3) -> None:
+        self.uri = uri
+        self.keep = keep
+        self.storage: LocalStorage | S3Storage = open_storage(uri)
+
+    # -- manifest ---------------------------------------------------------------------------------
+    def entries(self) -> list[Entry]:
+        """Listed checkpoints, oldest first. An unreadable manifest is reported and treated as empty."""
+        if not self.storage.exists(MANIFEST):
+            return []
+        try:
+            data = json.loads(self.storage.read(MANIFEST))
+            return sorted((Entry.from_dict(e) for e in data["checkpoints"]), key=lambda e: e.step)
+        except (ValueError, KeyError, TypeError) as exc:
+            _log(f"manifest {self.uri}/{MANIFEST} is unreadable ({exc}); no checkpoint can be trusted")
+            return []
+
+    def _write_manifest(self, entries: list[Entry]) -> None:
+        body = {"version": 1, "checkpoints": [e.__dict__ for e in entries]}
+        self.storage.write(MANIFEST, json.dumps(body, indent=2).encode())
+
+    # -- save -------------------------------------------------------------------------------------
+    def save(self, state: dict[str, Any], step: int, epoch: int) -> tuple[Entry, float]:
+        """Write the checkpoint, then the manifest listing it, then drop checkpoints beyond K."""
+        started = time.perf_counter()
+        payload = serialize(state)
+        entry = Entry(
+            name=checkpoint_name(step),
+            step=step,
+            epoch=epoch,
+            sha256=hashlib.sha256(payload).hexdigest(),
+            size=len(payload),
+            created_at=time.time(),
+        )
+        self.storage.write(entry.name, payload)
+        entries = [e for e in self.entries() if e.step < step] + [entry]
+        kept, dropped = entries[-self.keep :], entries[: -self.keep]
+        self._write_manifest(kept)
+        listed = {e.name for e in kept}
+        for old in dropped:
+            if old.name not in listed:
+                self.storage.delete(old.name)
+        return entry, time.perf_counter() - started
+
+    # -- restore ----------------------------------------------------------------------------------
+    def verify(self, entry: Entry) -> tuple[bytes | None, str]:
+        """(payload, "") when the blob matches the manifest, else (None, reason)."""
+        try:
+            payload = self.storage.read(entry.name)
+        except FileNotFoundError:
+            return None, "file is missing"
+        if len(payload) != entry.size:
+            return None, f"size {len(payload)} bytes, manifest says {entry.size} (truncated?)"
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != entry.sha256:
+            return None, f"sha256 {digest[:12]}… does not match manifest {entry.sha256[:12]}… (corrupt)"
+        return payload, ""
+
+    def restore_latest(self) -> Restored | None:
+        """The newest checkpoint that verifies and loads; None when there is none (fresh start)."""
+        started = time.perf_counter()
+        removed = self.storage.remove_stale_temps()
+        if removed:
+            _log(f"removed {len(removed)} partial write(s) left by a killed attempt: {', '.join(removed)}")
+        skipped: list[str] = []
+        for entry in reversed(self.entries()):
+            payload, reason = self.verify(entry)
+            if payload is not None:
+                try:
+                    state = deserialize(payload)
+                except Exception as exc:  # verified bytes that do not load: written by a broken writer
+                    payload, reason = None, f"does not load ({type(exc).__name__}: {exc})"
+            if payload is None:
+                skipped.append(f"{entry.name}: {reason}")
+                _log(
+                    f"checkpoint {entry.name} (step {entry.step}) failed verification: {reason}; "
+                    "falling back to the previous checkpoint"
+                )
+                continue
+            if skipped:
+                _log(f"resuming from {entry.name} (step {entry.step}) after skipping {len(skipped)}")
+            return Restored(entry, state, time.perf_counter() - started, skipped)
+        if skipped:
+            _log("no checkpoint verifies: starting from scratch")
+        return None
+
+    # -- attempt ledger ---------------------------------------------------------------------------
+    def read_ledger(self) -> dict[str, Any]:
+        if not self.storage.exists(LEDGER):
+            return {"attempts": []}
+        try:
+            return json.loads(self.storage.read(LEDGER))
+        except ValueError as exc:
+            _log(f"attempt ledger {LEDGER} is unreadable ({exc}); starting a new one")
+            return {"attempts": []}
+
+    def write_ledger(self, ledger: dict[str, Any], durable: bool = True) -> None:
+        self.storage.write(LEDGER, json.dumps(ledger, indent=2).encode(), durable=durable)

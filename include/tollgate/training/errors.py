@@ -1,0 +1,11 @@
+"""Exceptions that map to the trainer's exit codes."""
+
+from __future__ import annotations
+
+
+class BadInput(Exception):
+    """Input the user must fix (arguments, dataset, rev). The message names the problem and the fix."""
+
+
+class Preempted(Exception):
+    """Raised when SIGTERM arrives outside the training loop (set-up, evaluation, upload)."""

@@ -1,0 +1,6 @@
+"""Exit codes of ``python -m tollgate.training``; the launcher classifies attempts by them."""
+
+SUCCESS = 0
+FAILURE = 1
+BAD_INPUT = 2  # missing dataset or rev, bad arguments: retrying will not help
+PREEMPTED = 75  # stopped on SIGTERM (spot notice) after saving a checkpoint: resume on retry (EX_TEMPFAIL)

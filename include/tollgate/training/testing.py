@@ -1,0 +1,93 @@
+"""Running ``python -m tollgate.training`` as a real child process and interrupting it with real signals.
+
+For the trainer's integration tests and benchmarks (no pytest import here; not used in training).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROGRESS = re.compile(r"^TOLLGATE_PROGRESS step=(\d+) epoch=(\d+)$")
+RESUMED = re.compile(r"^TOLLGATE_RESUMED from_step=(\d+) checkpoint=(\S+)$")
+PREEMPTED = re.compile(r"^TOLLGATE_PREEMPTED step=(\d+) checkpoint=(\S+) save_seconds=([\d.]+)$")
+
+
+@dataclass
+class Attempt:
+    returncode: int
+    stdout: list[str]
+    stderr: str
+    signal_sent_at: float | None = None
+    exited_at: float = 0.0
+    steps_seen: list[int] = field(default_factory=list)
+
+    @property
+    def resumed(self) -> tuple[int, str]:
+        for line in self.stdout:
+            if m := RESUMED.match(line):
+                return int(m[1]), m[2]
+        raise AssertionError(f"no TOLLGATE_RESUMED line in stdout:\n{self.tail()}")
+
+    @property
+    def preempted(self) -> tuple[int, str, float]:
+        for line in self.stdout:
+            if m := PREEMPTED.match(line):
+                return int(m[1]), m[2], float(m[3])
+        raise AssertionError(f"no TOLLGATE_PREEMPTED line in stdout:\n{self.tail()}")
+
+    @property
+    def last_step(self) -> int:
+        return self.steps_seen[-1] if self.steps_seen else 0
+
+    def tail(self) -> str:
+        return "\n".join(self.stdout[-5:]) + "\n--- stderr ---\n" + self.stderr[-3000:]
+
+
+def trainer_command(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "tollgate.training", *args]
+
+
+def run_attempt(
+    args: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    interrupt_at: int | None = None,
+    sig: signal.Signals = signal.SIGTERM,
+    timeout: float = 300,
+) -> Attempt:
+    """Run one attempt; when ``interrupt_at`` is given, send ``sig`` once that step is reported."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.setdefault("PYTHONUNBUFFERED", "1")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w+") as err:
+        proc = subprocess.Popen(
+            trainer_command(args), stdout=subprocess.PIPE, stderr=err, text=True, env=full_env
+        )
+        lines: list[str] = []
+        steps: list[int] = []
+        sent_at = None
+        deadline = time.monotonic() + timeout
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            lines.append(line)
+            if m := PROGRESS.match(line):
+                steps.append(int(m[1]))
+                if interrupt_at is not None and sent_at is None and int(m[1]) >= interrupt_at:
+                    proc.send_signal(sig)
+                    sent_at = time.monotonic()
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"trainer did not finish within {timeout} s")
+        rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        exited = time.monotonic()
+        err.seek(0)
+        stderr = err.read()
+    return Attempt(rc, lines, stderr, sent_at, exited, steps)
