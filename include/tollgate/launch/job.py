@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 TRAINER_COMMAND = ("python", "-m", "tollgate.training")
-# Seconds added to the checkpoint grace for the pod's terminationGracePeriodSeconds, so the kubelet's
-# SIGKILL never lands while the trainer is still finishing the checkpoint it was given `grace` for.
+# Default seconds added to the checkpoint grace for the pod's terminationGracePeriodSeconds, so the
+# kubelet's SIGKILL never lands while the trainer is still finishing the checkpoint it was given `grace` for.
 POD_GRACE_MARGIN_SECONDS = 10
 
 _LABEL_MAX = 63
@@ -94,6 +94,7 @@ class TrainingJob:
     command: tuple[str, ...] = TRAINER_COMMAND
     resources: Resources = field(default_factory=Resources)
     grace_seconds: int = 30
+    grace_margin_seconds: int = POD_GRACE_MARGIN_SECONDS
     service_account: str = "tollgate-training"
     namespace: str = "tollgate"
     instance_type: str = "m5.xlarge"
@@ -136,8 +137,8 @@ class TrainingJob:
 
     @property
     def pod_grace_seconds(self) -> int:
-        """terminationGracePeriodSeconds: the checkpoint grace plus a margin."""
-        return self.grace_seconds + POD_GRACE_MARGIN_SECONDS
+        """terminationGracePeriodSeconds (and the local launcher's wait before SIGKILL): grace + margin."""
+        return self.grace_seconds + self.grace_margin_seconds
 
     @property
     def capacity(self) -> str:
