@@ -18,6 +18,11 @@ comes from the triggering event), or by hand with the Params below.
 4. **publish_trained_model** - writes the **spot report** (attempts, preemptions, lost steps, checkpoint
    time, cost vs on-demand) to the task log and the MLflow run, and publishes the `trained_ctr_model`
    Asset event with everything registration needs. It returns the same dict for tasks added after it.
+5. **register_challenger** - logs the model to MLflow as a pyfunc, writes its provenance statement, signs
+   the logged files (OpenSSF model-signing, key from Connection `tollgate_signing`), registers a version
+   of Variable `tollgate_registered_model`, verifies it against Variable `tollgate_trusted_public_keys`,
+   gives it the alias `challenger` and publishes the `challenger_ctr_model` Asset event
+   ({model_name, version}). A rerun returns the version registered before: no duplicate, no second signature.
 
 To see the preemption path end to end, trigger with `interruption = sigterm_at_step` and
 `interruption_value = 20`: the first try is interrupted at step 20, the second resumes from the checkpoint.
@@ -30,7 +35,7 @@ from typing import Any
 
 from airflow.sdk import Param, dag, task
 
-from tollgate.assets import CURATED_DATASET, TRAINED_MODEL
+from tollgate.assets import CHALLENGER_MODEL, CURATED_DATASET, TRAINED_MODEL
 from tollgate.config import SPOT_POOL, TRAINING_MAX_RETRIES
 from tollgate.launch.attempts import retry_policy
 from tollgate.launch.kubernetes import SpotTrainingPodOperator
@@ -59,6 +64,11 @@ training_args: dict[str, Any] = {
             "latest",
             type="string",
             description="Dataset version (git rev of the data repo); latest = newest curated dataset",
+        ),
+        "data_repo": Param(
+            None,
+            type=["null", "string"],
+            description="Data repository (git + DVC) for rev; empty = Variable tollgate_data_repo",
         ),
         "epochs": Param(3, type="integer", minimum=1, maximum=100, description="Training epochs"),
         "batch_size": Param(256, type="integer", minimum=1, description="Rows per optimizer step"),
@@ -117,7 +127,7 @@ def train_model():
             rev_param=context["params"].get("rev"),
             triggering_extra=triggering[-1].extra if triggering else None,
             latest_extra=latest[0].extra if latest else None,
-            data_repo=settings["tollgate_data_repo"],
+            data_repo=context["params"].get("data_repo") or settings["tollgate_data_repo"],
         )
         plan = build_plan(
             dag_id=context["dag"].dag_id,
@@ -147,10 +157,23 @@ def train_model():
         context["outlet_events"][TRAINED_MODEL].extra = info
         return info
 
+    @task(outlets=[CHALLENGER_MODEL])
+    def register_challenger(trained: dict[str, Any], plan: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from tollgate.registry.tasks import register_from_task
+
+        registered = register_from_task(trained, plan, context)
+        context["outlet_events"][CHALLENGER_MODEL].extra = {
+            "model_name": registered["model_name"],
+            "version": registered["version"],
+        }
+        return registered
+
     plan = prepare_job()
     local = LocalTrainingOperator(task_id="train_local", plan=plan, **training_args)
     pod = SpotTrainingPodOperator(task_id="train_kubernetes", plan=plan, **training_args)
-    choose_launcher(plan) >> [local, pod] >> publish_trained_model(plan)
+    trained = publish_trained_model(plan)
+    choose_launcher(plan) >> [local, pod] >> trained
+    register_challenger(trained, plan)
 
 
 train_model()

@@ -63,11 +63,10 @@ def checkpoint_manifest(checkpoint_uri: str | None) -> list[dict[str, Any]] | No
     if not checkpoint_uri:
         return None
     try:
-        import fsspec
+        from tollgate.training.storage import open_storage
 
-        with fsspec.open(checkpoint_uri.rstrip("/") + "/manifest.json", "rb") as handle:
-            return list(json.loads(handle.read()).get("checkpoints", []))
-    except (OSError, ValueError, ImportError):
+        return list(json.loads(open_storage(checkpoint_uri).read("manifest.json")).get("checkpoints", []))
+    except Exception:  # lineage is best effort: a missing or unreachable manifest is reported as None
         return None
 
 

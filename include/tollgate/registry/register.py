@@ -68,6 +68,20 @@ def _converge(client: MlflowClient, name: str, versions: list[ModelVersion]) -> 
     return keep
 
 
+def normalize_trained(trained: dict[str, Any]) -> dict[str, Any]:
+    """Accept the training task's result with a nested ``dataset`` or with the flat asset-extra keys
+    (rev, content_hash, data_repo, data_path) that ``publish_trained_model`` returns."""
+    out = dict(trained)
+    if not out.get("dataset"):
+        out["dataset"] = {
+            "repo": trained.get("data_repo"),
+            "rev": trained.get("rev"),
+            "path": trained.get("data_path"),
+            "content_hash": trained.get("content_hash"),
+        }
+    return out
+
+
 def _check_trained(trained: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_TRAINED_KEYS if not trained.get(k)]
     missing += [f"dataset.{k}" for k in REQUIRED_DATASET_KEYS if not (trained.get("dataset") or {}).get(k)]
@@ -80,17 +94,20 @@ def _check_trained(trained: dict[str, Any]) -> None:
 
 
 def fetch_trained_dir(model_uri: str, dest: Path, training_run_id: str) -> Path:
-    """The trainer's output folder (local path or any fsspec URL such as s3://), checked against the run."""
+    """The trainer's output folder (local folder or s3://, read like the trainer writes it), checked to
+    belong to ``training_run_id``."""
     import json
 
-    if "://" in model_uri and not model_uri.startswith("file://"):
-        import fsspec
+    from tollgate.training.storage import LocalStorage, open_storage
 
-        fs, path = fsspec.core.url_to_fs(model_uri)
-        local = dest / "trained"
-        fs.get(path.rstrip("/") + "/", str(local), recursive=True)
+    storage = open_storage(model_uri)
+    if isinstance(storage, LocalStorage):
+        local = storage.root
     else:
-        local = Path(model_uri.removeprefix("file://"))
+        local = dest / "trained-download"
+        local.mkdir(parents=True, exist_ok=True)
+        for name in storage.list():
+            (local / name).write_bytes(storage.read(name))
     result_file = local / "result.json"
     if not result_file.is_file():
         raise RegistrationError(
@@ -103,7 +120,7 @@ def fetch_trained_dir(model_uri: str, dest: Path, training_run_id: str) -> Path:
             f"{model_uri}/result.json belongs to training run {recorded!r}, not {training_run_id!r}: "
             "refusing to register another run's model under this run's name."
         )
-    return local
+    return Path(local)
 
 
 def _signed_tags(model: LoggedModel) -> dict[str, str]:
@@ -317,6 +334,7 @@ def register_signed_challenger(
     from tollgate.registry.keys import resolve_trusted_keys
     from tollgate.registry.provenance import code_version
 
+    trained = normalize_trained(trained)
     _check_trained(trained)
     client = mlflow_client(tracking_uri)
     model_name = model_name or default_for("tollgate_registered_model")
