@@ -19,7 +19,7 @@ import torch
 
 from tollgate.training import exit_codes
 from tollgate.training.synthetic import write_parquet
-from tollgate.training.testing import Attempt, run_attempt, trainer_command
+from tollgate.training.testing import Attempt, child_env, run_attempt, trainer_command
 
 pytestmark = pytest.mark.integration
 
@@ -176,6 +176,7 @@ def test_sigterm_during_setup_exits_preempted_without_checkpoint(data: Path, tmp
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=child_env(),
     )
     time.sleep(1.0)  # inside imports / data loading: the handler is installed first thing
     proc.send_signal(signal.SIGTERM)

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,20 @@ def trainer_command(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "tollgate.training", *args]
 
 
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Env for a trainer child process.
+
+    When the parent runs with PYTHONDONTWRITEBYTECODE, every child would compile torch and pandas
+    from source (tens of CPU seconds each); children keep a bytecode cache in a private folder
+    instead (PYTHONPYCACHEPREFIX), which leaves the installed packages untouched.
+    """
+    full = {**os.environ, **(extra or {})}
+    full["PYTHONUNBUFFERED"] = "1"
+    if full.pop("PYTHONDONTWRITEBYTECODE", None) and "PYTHONPYCACHEPREFIX" not in full:
+        full["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / f"tollgate-pycache-{os.getuid()}")
+    return full
+
+
 def run_attempt(
     args: list[str],
     log: Path,
@@ -63,8 +78,7 @@ def run_attempt(
     timeout: float = 300,
 ) -> Attempt:
     """Run one attempt; when ``interrupt_at`` is given, send ``sig`` once that step is reported."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.setdefault("PYTHONUNBUFFERED", "1")
+    full_env = child_env(env)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w+") as err:
         proc = subprocess.Popen(

@@ -47,7 +47,14 @@ STEP_DELAY_ENV = "TOLLGATE_STEP_DELAY_SECONDS"
 def configure_determinism() -> torch.device:
     """Deterministic kernels, one intra-op thread; CUDA when present (needs CUBLAS_WORKSPACE_CONFIG)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
+    # torch.use_deterministic_algorithms() also imports torch._inductor (dynamo, sympy: seconds of
+    # start-up at every attempt) only to set the compiler's flag; we never compile, so set the
+    # kernel flag directly when this torch has it.
+    if hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch._C._set_deterministic_algorithms(True)
+    else:  # pragma: no cover - other torch versions
+        torch.use_deterministic_algorithms(True)
+    assert torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     torch.backends.cudnn.benchmark = False
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

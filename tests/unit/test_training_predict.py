@@ -1,0 +1,87 @@
+"""A trained model folder scores frames through load_predictor; the degraded mode is really worse."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tollgate.training.dataset import time_split
+from tollgate.training.metrics import evaluate
+from tollgate.training.predict import load_predictor
+from tollgate.training.preemption import PreemptionGuard
+from tollgate.training.settings import parse
+from tollgate.training.synthetic import make_events, write_parquet
+from tollgate.training.trainer import Trainer
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_torch_globals() -> Iterator[None]:
+    """The trainer sets one thread and deterministic kernels: give the test process its settings back."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch._C._set_deterministic_algorithms(deterministic)
+
+
+def _train(tmp: Path, data: Path, quality: str) -> dict:
+    settings = parse(
+        [
+            "--data-file", str(data), "--checkpoint-uri", str(tmp / quality / "ckpt"),
+            "--output-uri", str(tmp / quality / "model"), "--training-run-id", quality,
+            "--epochs", "2", "--batch-size", "64", "--checkpoint-every", "100", "--quality", quality,
+        ],
+        environ={},
+    )  # fmt: skip
+    return Trainer(settings, PreemptionGuard(30)).run()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, dict]:
+    tmp = tmp_path_factory.mktemp("predict")
+    data = Path(write_parquet(tmp / "events.parquet", 4000, seed=5))
+    return tmp, data, _train(tmp, data, "normal"), _train(tmp, data, "degraded")
+
+
+def test_predictor_reproduces_the_holdout_metrics(trained) -> None:
+    tmp, data, normal, _ = trained
+    predictor = load_predictor(tmp / "normal" / "model")
+    _, holdout = time_split(pd.read_parquet(data), 0.2)
+    p = predictor.predict_proba(holdout)
+    assert p.shape == (len(holdout),) and p.dtype == np.float64 and ((p > 0) & (p < 1)).all()
+    assert evaluate(holdout["clicked"].to_numpy(), p) == pytest.approx(normal["metrics"], rel=1e-6)
+    config = json.loads((tmp / "normal" / "model" / "model_config.json").read_text())
+    assert predictor.feature_columns == config["feature_columns"]
+    # extra columns are ignored, missing ones are named
+    assert np.allclose(predictor.predict_proba(holdout.assign(extra=1)), p)
+    with pytest.raises(ValueError, match="lacks feature columns"):
+        predictor.predict_proba(holdout.drop(columns=["bid_price"]))
+    assert predictor.predict_proba(make_events(0)).shape == (0,)
+
+
+def test_result_json_follows_the_contract(trained) -> None:
+    tmp, _, normal, _ = trained
+    on_disk = json.loads((tmp / "normal" / "model" / "result.json").read_text())
+    assert on_disk == json.loads(json.dumps(normal))
+    for key in (
+        "metrics", "mlflow_run_id", "training_run_id", "steps", "epochs", "rows_per_second", "resumed_from",
+        "final_checkpoint", "checkpoint_save_seconds_total", "checkpoint_restore_seconds_total",
+        "steps_redone", "dataset",
+    ):  # fmt: skip
+        assert key in on_disk, key
+    assert set(on_disk["metrics"]) == {"auc", "log_loss", "calibration_error"}
+    assert on_disk["mlflow_run_id"] is None and on_disk["final_checkpoint"] == "ckpt-00000100.pt"
+    assert len(on_disk["dataset"]["content_hash"]) == 64 and on_disk["rows_per_second"] > 0
+
+
+def test_degraded_quality_is_clearly_worse(trained) -> None:
+    _, _, normal, degraded = trained
+    assert normal["metrics"]["auc"] > 0.6
+    assert degraded["metrics"]["auc"] < normal["metrics"]["auc"] - 0.05
