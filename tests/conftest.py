@@ -26,7 +26,7 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.platform"]
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.platform", "tests.fixtures.models"]
 
 LAYERS = ("dags", "unit", "integration", "e2e")
 

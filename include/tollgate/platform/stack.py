@@ -28,6 +28,7 @@ from tollgate.platform.processes import (
     stop_groups,
     wait_healthy,
 )
+from tollgate.registry.keys import ensure_dev_keypair
 
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
@@ -80,6 +81,8 @@ class LocalStack:
         self.home = (home or state_dir()).resolve()
         self.ports = ports or Ports.from_env()
         self.parallelism = parallelism
+        # Seconds each service may take to become healthy (a loaded laptop or CI runner can be slow).
+        self.startup_timeout = float(os.environ.get("TOLLGATE_STARTUP_TIMEOUT", 300))
         self.logs = self.home / "logs"
         self.run_file = self.home / "run" / "stack.json"
 
@@ -137,6 +140,11 @@ class LocalStack:
                 "no_proxy": "127.0.0.1,localhost",
             }
         )
+        if "AIRFLOW_CONN_TOLLGATE_SIGNING" not in os.environ:  # model signing key: a development pair
+            keys = ensure_dev_keypair(self.home)  # made once under <state>/keys/, never committed
+            env["AIRFLOW_CONN_TOLLGATE_SIGNING"] = json.dumps(
+                {"conn_type": "generic", "extra": {"private_key_path": str(keys.private_key)}}
+            )
         return env
 
     def _airflow_bin(self) -> str:
@@ -217,7 +225,9 @@ class LocalStack:
         timings: dict[str, float] = {}
         try:
             mlflow_log = self.logs / "mlflow-server.log"
-            mlflow_proc = start_group(self._mlflow_command(), mlflow_log, env=env)
+            # MLflow's background job runner (GenAI evaluation jobs) is not used by Tollgate.
+            mlflow_env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+            mlflow_proc = start_group(self._mlflow_command(), mlflow_log, env=mlflow_env)
             state.services.append(Service("mlflow-server", mlflow_proc.pid, time.time(), str(mlflow_log)))
             self._write_state(state)
             self.migrate()
@@ -230,11 +240,19 @@ class LocalStack:
                 state.services.append(Service(f"airflow-{component}", proc.pid, time.time(), str(log)))
                 self._write_state(state)
             api_proc, api_log = procs["api-server"]
-            wait_healthy("airflow api-server", f"{self.airflow_url}/api/v2/monitor/health", api_proc, api_log)
+            wait_healthy(
+                "airflow api-server",
+                f"{self.airflow_url}/api/v2/monitor/health",
+                api_proc,
+                api_log,
+                self.startup_timeout,
+            )
             timings["airflow"] = time.monotonic() - t0
-            wait_healthy("mlflow server", f"{self.mlflow_url}/health", mlflow_proc, mlflow_log)
+            wait_healthy(
+                "mlflow server", f"{self.mlflow_url}/health", mlflow_proc, mlflow_log, self.startup_timeout
+            )
             timings["mlflow"] = time.monotonic() - t0
-            self._wait_components_healthy(procs)
+            self._wait_components_healthy(procs, self.startup_timeout)
             timings["airflow components"] = time.monotonic() - t0
             from tollgate.platform.settings import apply_settings
 
