@@ -11,7 +11,8 @@ from airflow.sdk import Asset
 # Scheme-less URIs on purpose: an Asset URI with a scheme makes Airflow load every provider's URI
 # handlers (boto3 and more, ~1.5 s) while parsing each DAG file that defines it.
 
-# An upstream system posts an event here (REST API) when a partition lands; extra: {"partition": "YYYY-MM-DD"}.
+# An upstream system posts an event here (REST API) when a partition lands;
+# extra: {"partition": "YYYY-MM-DD"}.
 LANDING_IMPRESSIONS = Asset(name="landing_ad_impressions", uri="tollgate.landing.ad_impressions")
 
 # extra: rev, content_hash, rows, quarantined_rows, window_start, window_end, partition,
