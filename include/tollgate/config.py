@@ -28,6 +28,16 @@ VARIABLE_DEFAULTS: dict[str, str] = {
     # Git + DVC data repository holding the curated training set, and its DVC remote.
     "tollgate_data_repo": "{state}/data-repo",
     "tollgate_dvc_remote": "{state}/dvc-remote",
+    # Data gate: days in the curated rolling window; share of bad rows above which the whole partition
+    # is rejected; row-count and label-rate (click share) bounds of a partition.
+    "tollgate_window_days": "7",
+    "tollgate_quarantine_max_share": "0.05",
+    "tollgate_partition_rows": "1000,5000000",
+    "tollgate_label_rate": "0.005,0.12",
+    # Land a missing partition with the built-in generator (simulated upstream): "auto" = only when the
+    # landing area is a local folder; "true"/"false" force it. Rows per simulated day.
+    "tollgate_simulate_upstream": "auto",
+    "tollgate_simulated_rows": "20000",
     # How training is launched: "local" (child process) or "kubernetes" (spot pod).
     "tollgate_launch_backend": "local",
     "tollgate_training_image": "ghcr.io/tollgate-mlops/tollgate-training:0.1.0",

@@ -33,3 +33,20 @@ COUNTRIES = ("US", "GB", "DE", "FR", "IN", "BR", "JP", "CA")
 
 # Path of the curated training set inside the data repository (tracked by DVC).
 CURATED_PATH = "data/ctr_curated.parquet"
+
+# Inclusive value ranges of the numeric columns: the generator draws inside them, the GX suite
+# quarantines rows outside them.
+VALUE_RANGES: dict[str, tuple[float, float]] = {
+    "user_id": (1, 10_000_000),
+    "campaign_id": (1, 100_000),
+    "site_id": (1, 1_000_000),
+    "hour_of_day": (0, 23),
+    "ad_position": (1, 5),
+    "bid_price": (0.01, 50.0),
+    "user_ctr_7d": (0.0, 1.0),
+    "page_depth": (1, 50),
+}
+LABEL_VALUES = (0, 1)
+
+# Landing-area layout: <landing>/dt=YYYY-MM-DD/impressions.parquet
+LANDING_FILE = "impressions.parquet"

@@ -1,0 +1,140 @@
+"""
+### Ingest one day of ad impressions: validate, quarantine, version, publish
+
+Runs **daily** for its data interval, and **also whenever the upstream system posts an asset event** on
+`landing_ad_impressions` through the REST API with the day in `extra`:
+
+```
+GET  /api/v2/assets?uri_pattern=tollgate://landing/ad_impressions      -> the asset id
+POST /api/v2/assets/events  {"asset_id": <id>, "extra": {"partition": "2024-03-01"}}
+```
+
+Backfill: `airflow backfill create --dag-id dataset_ingest --from-date 2024-03-01 --to-date 2024-03-03`
+gives one dataset version per day, in date order (one run at a time); running it again changes nothing.
+
+1. **locate_partition** - the day to ingest: Param `partition`, else the landing event's `partition`,
+   else the data interval. Checks `<tollgate_landing_uri>/dt=YYYY-MM-DD/impressions.parquet` exists;
+   with the simulated upstream on (Variable `tollgate_simulate_upstream`: `auto` = only for a local
+   landing folder) a missing day is landed by the built-in generator.
+2. **validate** - the Great Expectations gate (suite in `tollgate.data.suite`): schema and types,
+   non-nulls, value ranges, allowed sets, unique event ids, row count, label rate, event times inside
+   the day. Rows failing row-level expectations go to `<tollgate_storage_root>/quarantine/dt=.../`
+   with the names of the expectations they failed; the clean rows go on. A broken schema, a failed
+   batch expectation, or more bad rows than `tollgate_quarantine_max_share` **rejects the partition**:
+   it is quarantined whole with its report, the task fails naming the expectations, nothing is
+   versioned or published. Results: JSON + GX Data Docs under `<storage_root>/reports/dt=.../`,
+   browsable from the UI menu **Browse > Data quality reports**.
+3. **version_dataset** - the curated training set (the last `tollgate_window_days` clean days) becomes
+   a DVC version in the data repository `tollgate_data_repo` (remote `tollgate_dvc_remote`): a commit
+   and tag `data-YYYY-MM-DD`. Unchanged content returns the existing version.
+4. **publish** - an asset event on `curated_ctr_dataset` (rev, tag, content_hash, rows,
+   quarantined_rows, window, partition, data_repo, data_path), which schedules `train_model`. A rerun
+   whose version already existed publishes nothing, unless the Param `republish` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, dag, task
+
+from tollgate.assets import CURATED_DATASET, LANDING_IMPRESSIONS
+
+log = logging.getLogger("tollgate.dataset_ingest")
+
+default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seconds=30)}
+
+
+def _settings() -> Any:
+    from airflow.sdk import Variable
+
+    from tollgate.config import default_for
+    from tollgate.data.pipeline import IngestSettings
+
+    return IngestSettings.from_variables(lambda name: Variable.get(name, default=default_for(name)))
+
+
+@dag(
+    schedule=AssetOrTimeSchedule(
+        timetable=CronDataIntervalTimetable("@daily", timezone="UTC"), assets=LANDING_IMPRESSIONS
+    ),
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["tollgate", "data"],
+    default_args=default_args,
+    doc_md=__doc__,
+    params={
+        "partition": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Day to ingest (YYYY-MM-DD); empty = the landing event's day or the data interval",
+        ),
+        "republish": Param(
+            False,
+            type="boolean",
+            description="Publish the curated-dataset asset event even when the version already existed",
+        ),
+    },
+)
+def dataset_ingest():
+    @task(retry_delay=timedelta(minutes=10))
+    def locate_partition(**context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from tollgate.data.pipeline import PartitionNotFound, ensure_landed, resolve_partition
+
+        events = context["triggering_asset_events"].get(LANDING_IMPRESSIONS) or []
+        try:
+            settings = _settings()
+            partition, reason = resolve_partition(
+                param=context["params"].get("partition"),
+                triggering_extras=[event.extra or {} for event in events],
+                data_interval_start=context.get("data_interval_start"),
+                log=log.warning,
+            )
+        except (PartitionNotFound, ValueError) as exc:
+            raise AirflowFailException(str(exc)) from exc
+        log.info("Ingesting dt=%s (from the %s)", partition, reason)
+        return {**ensure_landed(settings, partition, log=log.info), "reason": reason}
+
+    @task
+    def validate(landed: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from tollgate.data.gate import BatchRejected
+        from tollgate.data.pipeline import gate
+
+        try:
+            return gate(_settings(), landed["partition"], log=log.info)
+        except BatchRejected as exc:
+            raise AirflowFailException(str(exc)) from exc  # bad data: retrying cannot help
+
+    @task
+    def version_dataset(outcome: dict[str, Any]) -> dict[str, Any]:
+        from tollgate.data.pipeline import version
+
+        return version(_settings(), outcome, log=log.info)
+
+    @task(outlets=[CURATED_DATASET])
+    def publish(dataset: dict[str, Any], **context: Any):
+        from airflow.sdk import Metadata
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if not dataset["created"] and not context["params"].get("republish"):
+            raise AirflowSkipException(
+                f"Version {dataset['tag']} ({dataset['rev']}) already existed with this content and was "
+                "published then; no new asset event. Trigger with Param republish=true to publish it again."
+            )
+        extra = {key: value for key, value in dataset.items() if key != "created"}
+        log.info("Publishing %s: %s", CURATED_DATASET.name, extra)
+        yield Metadata(CURATED_DATASET, extra)
+        return extra
+
+    publish(version_dataset(validate(locate_partition())))
+
+
+dataset_ingest()

@@ -1,0 +1,134 @@
+"""One object-storage abstraction for the landing area, reports, quarantine and clean partitions.
+
+A location is a URI: a local folder (``/path`` or ``file:///path``) in the embedded default, or
+``s3://bucket/prefix`` in production. Everything goes through fsspec, so the same code writes to
+both. For S3 the endpoint comes from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (MinIO, moto,
+LocalStack) and credentials from the usual AWS chain (env, profile, IRSA / instance role).
+
+Writes never replace data: ``put_new`` refuses to overwrite a different object, so a rerun that
+produces identical bytes is a no-op and anything else is a loud error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import fsspec
+
+
+class StorageError(RuntimeError):
+    """A storage location cannot be used as asked (missing object, refused overwrite, bad URI)."""
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def s3_endpoint_url() -> str | None:
+    """The S3 endpoint override (moto, MinIO); None means AWS itself."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem serving ``uri`` and the path inside it."""
+    import fsspec
+
+    if uri.startswith("s3://"):
+        options: dict = {}
+        endpoint = s3_endpoint_url()
+        if endpoint:
+            options["endpoint_url"] = endpoint
+        # Directory listings must see objects written a moment ago by another process.
+        fs = fsspec.filesystem("s3", use_listings_cache=False, skip_instance_cache=True, **options)
+        return fs, uri[len("s3://") :].rstrip("/")
+    if is_remote(uri):
+        fs, path = fsspec.core.url_to_fs(uri)
+        return fs, path
+    path = uri[len("file://") :] if uri.startswith("file://") else uri
+    return fsspec.filesystem("file"), os.path.abspath(os.path.expanduser(path))
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a location URI (keeps the ``s3://`` scheme)."""
+    if is_remote(uri):
+        return posixpath.join(uri.rstrip("/"), *parts)
+    return os.path.join(uri, *parts)
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        raise StorageError(f"No object at {uri}.")
+    return fs.cat_file(path)
+
+
+def list_dir(uri: str) -> list[str]:
+    """Names (not paths) of the entries directly under ``uri``; empty when it does not exist."""
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        return []
+    return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def put_new(uri: str, data: bytes) -> bool:
+    """Write ``data`` at ``uri`` unless it is already there.
+
+    Returns True when written, False when identical bytes were already stored; raises
+    StorageError instead of replacing different bytes (nothing is ever overwritten).
+    """
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        if sha256(fs.cat_file(path)) == sha256(data):
+            return False
+        raise StorageError(
+            f"Refusing to overwrite {uri}: an object with different content is already stored there. "
+            "Stored data is immutable; write under a new key instead."
+        )
+    parent = posixpath.dirname(path) if is_remote(uri) else os.path.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    if is_remote(uri):
+        fs.pipe_file(path, data)
+    else:
+        # Write to a temporary name and rename, so a reader never sees half a file.
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    return True
+
+
+def put_if_absent(uri: str, data: bytes) -> bool:
+    """Write ``data`` unless something is already stored at ``uri`` (the first write wins).
+
+    For evidence whose bytes differ between attempts only by timestamps (reports, Data Docs): a
+    retry after a crash keeps what the earlier attempt wrote.
+    """
+    if exists(uri):
+        return False
+    return put_new(uri, data)
+
+
+def put_tree(local_dir: str, uri: str) -> int:
+    """Copy a local folder (e.g. GX Data Docs) under ``uri``, keeping files already there."""
+    written = 0
+    for root, _dirs, files in os.walk(local_dir):
+        for name in files:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, local_dir).replace(os.sep, "/")
+            with open(full, "rb") as handle:
+                written += put_if_absent(join(uri, *rel.split("/")), handle.read())
+    return written

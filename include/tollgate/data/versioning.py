@@ -1,0 +1,337 @@
+"""Versions of the curated training set: a git + DVC data repository.
+
+Layout of the data repository::
+
+    data/partitions/dt=YYYY-MM-DD.parquet(.dvc)   clean rows of each ingested day (DVC)
+    data/ctr_curated.parquet(.dvc)                the training set: the last N clean days (DVC)
+    data/manifest.json                            what the version holds (git)
+
+Each version is a commit plus a tag naming its interval (``data-2024-03-01``; a re-delivered day
+with different content gets ``data-2024-03-01-v2``...). Data goes to the DVC remote before the
+commit exists, so every tag can be fetched later::
+
+    dvc get <data_repo> data/ctr_curated.parquet --rev data-2024-03-01
+    dvc.api.open("data/ctr_curated.parquet", repo=<data_repo>, rev="data-2024-03-01")
+
+Publishing an interval whose curated content is unchanged returns the existing version. Writers
+are serialised by a file lock next to the repository (backfills may run ingests in parallel).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from tollgate.data import schema, storage
+from tollgate.data.generator import parse_day
+
+TAG_PREFIX = "data-"
+PARTITIONS_DIR = "data/partitions"
+MANIFEST_PATH = "data/manifest.json"
+REMOTE_NAME = "storage"
+LOCK_TIMEOUT_S = 900
+
+# DVC must never phone home (no internet; no surprises in production either).
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+class VersioningError(RuntimeError):
+    """The data repository cannot take this version (bad configuration, failed git/DVC step)."""
+
+
+@dataclass
+class DatasetVersion:
+    """One version of the curated training set; ``as_extra()`` is the Asset event's ``extra``."""
+
+    rev: str
+    tag: str
+    partition: str
+    content_hash: str
+    rows: int
+    partition_rows: int
+    quarantined_rows: int
+    window_start: str
+    window_end: str
+    window_days: int
+    partitions: list[str]
+    data_repo: str
+    data_path: str
+    dvc_remote: str
+    dvc_md5: str = ""
+    created: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_extra(self) -> dict[str, Any]:
+        keys = (
+            "rev",
+            "tag",
+            "content_hash",
+            "rows",
+            "partition_rows",
+            "quarantined_rows",
+            "window_start",
+            "window_end",
+            "partition",
+            "data_repo",
+            "data_path",
+            "dvc_remote",
+        )
+        return {k: getattr(self, k) for k in keys}
+
+
+def _dvc(path: Path) -> Any:
+    """The DVC repo at ``path``, quiet: its hints ("To track the changes with git, run ...") are for
+    people at a shell, and this module does the git part itself."""
+    from dvc.repo import Repo
+
+    logging.getLogger("dvc").setLevel(logging.WARNING)
+    repo = Repo(str(path))
+    repo.scm_context.quiet = True
+    return repo
+
+
+def _git(repo: Path, *args: str, check: bool = True) -> str:
+    result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise VersioningError(f"git {' '.join(args)} failed in {repo}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+class DataRepo:
+    """The data repository at ``path`` (a local folder / shared volume) with DVC remote ``remote``."""
+
+    def __init__(self, path: str | Path, remote: str, window_days: int = 7):
+        if storage.is_remote(str(path)):
+            raise VersioningError(
+                f"Data repository {path} must be a folder this worker can write (a local path or a "
+                "shared volume); the DVC *remote* is where the data goes to object storage (s3://...)."
+            )
+        if window_days < 1:
+            raise VersioningError(
+                f"Window of {window_days} days: the Variable tollgate_window_days must be >= 1."
+            )
+        self.path = Path(path).expanduser().resolve()
+        self.remote = remote if storage.is_remote(remote) else str(Path(remote).expanduser().resolve())
+        self.window_days = window_days
+
+    # ---- set-up -----------------------------------------------------------------------------
+    def lock(self) -> Any:
+        from filelock import FileLock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S)
+
+    def ensure(self) -> None:
+        """Create the repository and point DVC at the remote (idempotent; call under the lock)."""
+        from dvc.repo import Repo
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / ".git").exists():
+            _git(self.path, "init", "-q", "-b", "main")
+        _git(self.path, "config", "user.name", "Tollgate ingest")
+        _git(self.path, "config", "user.email", "ingest@tollgate.invalid")
+        if not (self.path / ".dvc").exists():
+            logging.getLogger("dvc").setLevel(logging.WARNING)
+            Repo.init(str(self.path)).close()
+        with _dvc(self.path) as repo, repo.config.edit() as conf:
+            conf["core"]["remote"] = REMOTE_NAME
+            conf["core"]["analytics"] = False
+            conf["core"]["check_update"] = False
+            remote_conf: dict[str, Any] = {"url": self.remote}
+            endpoint = storage.s3_endpoint_url()
+            if self.remote.startswith("s3://") and endpoint:
+                remote_conf["endpointurl"] = endpoint
+            conf["remote"][REMOTE_NAME] = remote_conf
+        with _dvc(self.path) as repo, repo.config.edit("local") as conf:
+            # DVC's state/index inside the repo's ignored tmp folder, not in a machine-wide cache.
+            conf["core"]["site_cache_dir"] = str(self.path / ".dvc" / "tmp" / "site-cache")
+        (self.path / PARTITIONS_DIR).mkdir(parents=True, exist_ok=True)
+        _git(self.path, "add", ".dvc/config", ".dvc/.gitignore", ".dvcignore")
+        if _git(self.path, "diff", "--cached", "--name-only"):
+            _git(self.path, "commit", "-q", "-m", f"Configure DVC remote {REMOTE_NAME} -> {self.remote}")
+
+    # ---- reading ----------------------------------------------------------------------------
+    def versions(self) -> list[dict[str, Any]]:
+        """Manifests of all versions, oldest commit first (each with its ``rev`` and ``tag``)."""
+        if not (self.path / ".git").exists():
+            return []
+        tags = _git(
+            self.path, "tag", "--list", f"{TAG_PREFIX}*", "--sort=creatordate", "--format=%(refname:short)"
+        )
+        found = []
+        for tag in filter(None, tags.splitlines()):
+            manifest = json.loads(_git(self.path, "show", f"{tag}:{MANIFEST_PATH}"))
+            manifest["tag"] = tag
+            manifest["rev"] = _git(self.path, "rev-list", "-n", "1", tag)
+            found.append(manifest)
+        return found
+
+    def _existing(self, partition: str, content_hash: str) -> dict[str, Any] | None:
+        for manifest in self.versions():
+            if manifest["partition"] == partition and manifest["content_hash"] == content_hash:
+                return manifest
+        return None
+
+    # ---- writing ----------------------------------------------------------------------------
+    def publish(
+        self,
+        partition: str | date,
+        clean_uri: str,
+        quarantined_rows: int,
+        gate: dict[str, Any] | None = None,
+        log: Any = print,
+    ) -> DatasetVersion:
+        """Version the curated window ending at ``partition`` (clean rows at ``clean_uri``)."""
+        day = parse_day(partition)
+        new_bytes = storage.read_bytes(clean_uri)
+        with self.lock():
+            self.ensure()
+            window = self._window(day, new_bytes)
+            curated = _curate([data for _dt, data in window])
+            content_hash = storage.sha256(curated)
+            existing = self._existing(day.isoformat(), content_hash)
+            if existing:
+                log(f"Unchanged content for dt={day}: existing version {existing['tag']} ({existing['rev']})")
+                return self._version(existing, created=False)
+            return self._commit(day, window, curated, content_hash, quarantined_rows, gate or {}, log)
+
+    def _window(self, day: date, new_bytes: bytes) -> list[tuple[str, bytes]]:
+        """(dt, clean parquet bytes) of the window's days that have clean data, oldest first."""
+        days = [(day - timedelta(days=offset)).isoformat() for offset in range(self.window_days - 1, -1, -1)]
+        missing = [
+            str(self.path / PARTITIONS_DIR / f"dt={dt}.parquet")
+            for dt in days[:-1]
+            if (self.path / PARTITIONS_DIR / f"dt={dt}.parquet.dvc").exists()
+            and not (self.path / PARTITIONS_DIR / f"dt={dt}.parquet").exists()
+        ]
+        if missing:  # a fresh checkout: fetch the earlier days from the remote
+            with _dvc(self.path) as repo:
+                repo.pull(targets=missing)
+        window = []
+        for dt in days[:-1]:
+            file = self.path / PARTITIONS_DIR / f"dt={dt}.parquet"
+            if file.exists():
+                window.append((dt, file.read_bytes()))
+        window.append((day.isoformat(), new_bytes))
+        return window
+
+    def _commit(
+        self,
+        day: date,
+        window: list[tuple[str, bytes]],
+        curated: bytes,
+        content_hash: str,
+        quarantined_rows: int,
+        gate: dict[str, Any],
+        log: Any,
+    ) -> DatasetVersion:
+        partition_rel = f"{PARTITIONS_DIR}/dt={day.isoformat()}.parquet"
+        (self.path / partition_rel).write_bytes(window[-1][1])
+        (self.path / schema.CURATED_PATH).write_bytes(curated)
+        rows = _rows(curated)
+        later = [m["partition"] for m in self.versions() if m["partition"] > day.isoformat()]
+        if later:
+            log(
+                f"Note: versions for later days already exist ({', '.join(sorted(set(later)))}); this "
+                f"version of dt={day} is committed after them. Each tag still names its own interval."
+            )
+        manifest = {
+            "partition": day.isoformat(),
+            "window_start": window[0][0],
+            "window_end": day.isoformat(),
+            "window_days": self.window_days,
+            "partitions": [dt for dt, _ in window],
+            "rows": rows,
+            "partition_rows": _rows(window[-1][1]),
+            "quarantined_rows": int(quarantined_rows),
+            "content_hash": content_hash,
+            "data_path": schema.CURATED_PATH,
+            "dvc_remote": self.remote,
+            "gate": {k: gate.get(k) for k in ("input_uri", "input_sha256", "key", "status", "report_uri")},
+        }
+        (self.path / MANIFEST_PATH).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        with _dvc(self.path) as repo:
+            # DVC resolves targets against the current directory: give absolute paths.
+            targets = [str(self.path / partition_rel), str(self.path / schema.CURATED_PATH)]
+            repo.add(targets)
+            # Data reaches the remote before the commit exists: no tag ever points at missing data.
+            repo.push(targets=targets)
+        _git(
+            self.path,
+            "add",
+            f"{partition_rel}.dvc",
+            f"{schema.CURATED_PATH}.dvc",
+            MANIFEST_PATH,
+            f"{PARTITIONS_DIR}/.gitignore",
+            str(Path(schema.CURATED_PATH).parent / ".gitignore"),
+        )
+        tag = self._free_tag(day)
+        message = (
+            f"Curated dataset for dt={day}: window {manifest['window_start']}..{manifest['window_end']}, "
+            f"{rows} rows, {quarantined_rows} rows of dt={day} quarantined"
+        )
+        _git(self.path, "commit", "-q", "-m", message)
+        _git(self.path, "tag", "-a", tag, "-m", message)
+        manifest.update(tag=tag, rev=_git(self.path, "rev-parse", "HEAD"))
+        log(f"New dataset version {tag} ({manifest['rev'][:12]}): {message}")
+        return self._version(manifest, created=True)
+
+    def _free_tag(self, day: date) -> str:
+        base = f"{TAG_PREFIX}{day.isoformat()}"
+        taken = set(_git(self.path, "tag", "--list", f"{base}*").splitlines())
+        if base not in taken:
+            return base
+        n = 2
+        while f"{base}-v{n}" in taken:
+            n += 1
+        return f"{base}-v{n}"
+
+    def _version(self, manifest: dict[str, Any], created: bool) -> DatasetVersion:
+        dvc_file = _git(self.path, "show", f"{manifest['rev']}:{schema.CURATED_PATH}.dvc")
+        md5 = next((line.split(":", 1)[1].strip() for line in dvc_file.splitlines() if "md5:" in line), "")
+        return DatasetVersion(
+            rev=manifest["rev"],
+            tag=manifest["tag"],
+            partition=manifest["partition"],
+            content_hash=manifest["content_hash"],
+            rows=manifest["rows"],
+            partition_rows=manifest["partition_rows"],
+            quarantined_rows=manifest["quarantined_rows"],
+            window_start=manifest["window_start"],
+            window_end=manifest["window_end"],
+            window_days=manifest["window_days"],
+            partitions=manifest["partitions"],
+            data_repo=str(self.path),
+            data_path=manifest["data_path"],
+            dvc_remote=manifest["dvc_remote"],
+            dvc_md5=md5,
+            created=created,
+        )
+
+
+def _rows(parquet: bytes) -> int:
+    import io
+
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(io.BytesIO(parquet)).metadata.num_rows
+
+
+def _curate(partitions: list[bytes]) -> bytes:
+    """The curated Parquet of clean partitions: schema dtypes, ordered by time then event id."""
+    import io
+
+    import pandas as pd
+
+    from tollgate.data.generator import to_parquet_bytes
+
+    frames = [pd.read_parquet(io.BytesIO(data)) for data in partitions]
+    curated = pd.concat(frames, ignore_index=True)[list(schema.COLUMNS)].astype(schema.COLUMNS)
+    curated = curated.sort_values([schema.TIMESTAMP, schema.EVENT_ID], kind="stable").reset_index(drop=True)
+    return to_parquet_bytes(curated)
