@@ -117,10 +117,10 @@ training_args: dict[str, Any] = {
 def train_model():
     @task(inlets=[CURATED_DATASET])
     def prepare_job(**context: Any) -> dict[str, Any]:
-        from tollgate.launch.pipeline import build_plan, resolve_dataset
-        from tollgate.launch.settings import mlflow_uri, read_settings
+        from tollgate.launch.pipeline import PLAN_SETTINGS, build_plan, resolve_dataset
+        from tollgate.runtime import mlflow_uri, setting
 
-        settings = read_settings()
+        settings = {name: setting(name) for name in PLAN_SETTINGS}
         triggering = context["triggering_asset_events"].get(CURATED_DATASET) or []
         latest = list(context["inlet_events"][CURATED_DATASET].ascending(False).limit(1))
         dataset = resolve_dataset(

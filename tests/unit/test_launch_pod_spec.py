@@ -216,3 +216,22 @@ def test_reentry_after_success_closes_the_attempt(tmp_path, monkeypatch):
     summary = op.trigger_reentry(_context(), {"status": "success", "name": "p", "namespace": "ml-training"})
     assert summary["attempts"] == 1 and summary["preemptions"] == 0
     assert ledgers.load(job.checkpoint_uri, job.training_run_id).attempts[0].outcome == "succeeded"
+
+
+def test_rbac_manifest_matches_the_defaults():
+    """docker/k8s/training-rbac.yaml creates the namespace and service account the pod spec names."""
+    import yaml
+
+    from tollgate.config import REPO_ROOT, default_for
+
+    docs = list(yaml.safe_load_all((REPO_ROOT / "docker" / "k8s" / "training-rbac.yaml").read_text()))
+    by_kind = {doc["kind"]: doc for doc in docs}
+    namespace = default_for("tollgate_k8s_namespace")
+    assert by_kind["Namespace"]["metadata"]["name"] == namespace
+    assert by_kind["ServiceAccount"]["metadata"] == {
+        **by_kind["ServiceAccount"]["metadata"],
+        "name": default_for("tollgate_training_service_account"),
+        "namespace": namespace,
+    }
+    pod_rule = next(rule for rule in by_kind["Role"]["rules"] if rule["resources"] == ["pods"])
+    assert {"create", "get", "list", "watch", "patch", "delete"} <= set(pod_rule["verbs"])

@@ -81,6 +81,7 @@ class LocalRunResult:
     preempted_at_step: int | None
     signals: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, name)
     started_at: float = 0.0  # monotonic
+    resumed_line_at: float | None = None  # when the trainer reported where it resumed (restore done)
     first_progress_at: float | None = None
     ended_at: float = 0.0
     tail: list[str] = field(default_factory=list)
@@ -160,7 +161,7 @@ class LocalLauncher:
 
         tail: deque[str] = deque(maxlen=40)
         resumed_from = resumed_ckpt = last_step = preempted_at = None
-        first_progress_at = None
+        first_progress_at = resumed_line_at = None
         target_step = interruption.at_step if interruption and interruption.at_step is not None else None
         try:
             assert proc.stdout is not None
@@ -178,6 +179,7 @@ class LocalLauncher:
                 elif match := RESUMED.match(line):
                     resumed_from = int(match.group(1))
                     resumed_ckpt = match.group(2)
+                    resumed_line_at = time.monotonic()
                 elif match := PREEMPTED.match(line):
                     preempted_at = int(match.group(1))
             exit_code = proc.wait()
@@ -199,6 +201,7 @@ class LocalLauncher:
             preempted_at_step=preempted_at,
             signals=list(self._signals),
             started_at=started,
+            resumed_line_at=resumed_line_at,
             first_progress_at=first_progress_at,
             ended_at=ended,
             tail=list(tail),

@@ -27,6 +27,23 @@ RESULT_NAME = "result.json"
 REPORT_NAME = "spot_report.json"
 
 
+# The Variables build_plan reads (names in tollgate.config.VARIABLE_DEFAULTS).
+PLAN_SETTINGS = (
+    "tollgate_storage_root",
+    "tollgate_data_repo",
+    "tollgate_launch_backend",
+    "tollgate_training_image",
+    "tollgate_preemption_budget",
+    "tollgate_failure_budget",
+    "tollgate_checkpoint_grace_seconds",
+    "tollgate_on_demand_last_attempt",
+    "tollgate_training_instance_type",
+    "tollgate_training_resources",
+    "tollgate_k8s_namespace",
+    "tollgate_training_service_account",
+)
+
+
 class DatasetNotFound(ValueError):
     """No dataset version to train on; the message says how to get one."""
 
