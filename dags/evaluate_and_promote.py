@@ -27,7 +27,7 @@ from airflow.sdk import Param, TriggerRule, dag, task
 
 from tollgate.assets import CHALLENGER_MODEL
 from tollgate.config import APPROVAL_TIMEOUT_MINUTES
-from tollgate.evaluation.approval import EvidenceApprovalOperator, approval_form
+from tollgate.evaluation.approval import ANSWER_KEY, EvidenceApprovalOperator, approval_form
 
 default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seconds=15)}
 
@@ -174,7 +174,7 @@ def evaluate_and_promote():
         from tollgate.registry.register import mlflow_client
         from tollgate.runtime import mlflow_uri
 
-        answer = context["ti"].xcom_pull(task_ids="approval")
+        answer = context["ti"].xcom_pull(task_ids="approval", key=ANSWER_KEY)
         record = DecisionRecord(
             "approved",
             answer.get("responded_by_user", {}).get("name") or "unknown",
@@ -192,7 +192,7 @@ def evaluate_and_promote():
         from tollgate.registry.register import mlflow_client
         from tollgate.runtime import mlflow_uri
 
-        answer = context["ti"].xcom_pull(task_ids="approval")
+        answer = context["ti"].xcom_pull(task_ids="approval", key=ANSWER_KEY)
         if not answer or answer.get("chosen_options") == ["Approve"]:
             return None  # not asked (gates failed) or approved: nothing to reject here
         user = (answer.get("responded_by_user") or {}).get("name")

@@ -27,6 +27,9 @@ def approval_form() -> dict[str, Param]:
     }
 
 
+ANSWER_KEY = "answer"  # XCom key of the approval's answer (chosen option, comment, who, when)
+
+
 class EvidenceApprovalOperator(ApprovalOperator):
     def __init__(self, *, evidence_task_id: str, **kwargs: Any) -> None:
         super().__init__(subject="Model promotion approval", defaults=["Reject"], **kwargs)
@@ -54,3 +57,18 @@ class EvidenceApprovalOperator(ApprovalOperator):
             self.body,
         )
         return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        # Keep the answer under its own key before the operator skips downstream tasks on Reject
+        # (that path pushes no return value), so the decision tasks read one record either way.
+        if "error" not in event:
+            context["ti"].xcom_push(
+                key=ANSWER_KEY,
+                value={
+                    "chosen_options": list(event["chosen_options"]),
+                    "params_input": dict(event.get("params_input") or {}),
+                    "responded_by_user": event.get("responded_by_user"),
+                    "responded_at": str(event.get("responded_at")),
+                },
+            )
+        return super().execute_complete(context, event)
