@@ -4,12 +4,40 @@ signature verified; a refused model's lineage is shown but flagged."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tollgate.registry.provenance import checkpoint_manifest
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+
+DATASET_MANIFEST = "data/manifest.json"  # written by tollgate.data.versioning with every dataset version
+
+
+def dataset_manifest(repo: str | None, rev: str | None) -> dict[str, Any] | None:
+    """The data repository's manifest at ``rev`` (window, partitions, the validation gate's report)."""
+    if not repo or not rev:
+        return None
+    try:
+        if Path(repo).is_dir():  # a local checkout: plain git, no DVC start-up cost
+            text = subprocess.run(
+                ["git", "-C", repo, "show", f"{rev}:{DATASET_MANIFEST}"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=30,
+            ).stdout
+        else:
+            import dvc.api
+
+            text = dvc.api.read(DATASET_MANIFEST, repo=repo, rev=rev)
+        return json.loads(text)
+    except Exception:  # lineage is best effort: say "unknown" rather than fail the walk
+        return None
 
 
 def mlflow_links(ui_url: str, name: str, version: str, experiment_id: str | None, run_id: str | None) -> dict:
@@ -48,6 +76,8 @@ def model_lineage(
     )
     experiment_id = run.info.experiment_id if run else None
     checkpoints = checkpoint_manifest(training.get("checkpoint_uri"))
+    manifest = dataset_manifest(dataset.get("repo"), dataset.get("rev"))
+    gate = (manifest or {}).get("gate") or {}
     return {
         "model": {
             "name": name,
@@ -66,8 +96,12 @@ def model_lineage(
             "signature_sha256": result.signature_sha256,
             "provenance_sha256": result.provenance_sha256,
         },
-        "dataset": dataset,
-        "validation_report": dataset.get("validation_report") or dataset.get("validation_reports"),
+        "dataset": {**dataset, "manifest": manifest},
+        "validation_report": {
+            "uri": gate.get("report_uri") or dataset.get("validation_report"),
+            "status": gate.get("status"),
+            "partition": (manifest or {}).get("partition"),
+        },
         "training_run": {
             "training_run_id": training.get("training_run_id"),
             "mlflow_run_id": result.run_id,
