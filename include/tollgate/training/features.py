@@ -81,9 +81,9 @@ class FeatureEncoder:
             ids = pd.to_numeric(frame[c], errors="coerce").fillna(-1).to_numpy(dtype=np.int64)
             columns.append(hash_bucket(ids, self.id_buckets[c], salt * 1_000_003))
         for c in schema.CATEGORICAL_COLUMNS:
-            index = {v: i + 1 for i, v in enumerate(self.vocabularies[c])}
             as_text = frame[c].astype("string").fillna("").to_numpy(dtype=object)
-            columns.append(np.fromiter((index.get(v, 0) for v in as_text), dtype=np.int64, count=len(frame)))
+            codes = pd.Categorical(as_text, categories=self.vocabularies[c]).codes  # -1 = unseen
+            columns.append(codes.astype(np.int64) + 1)
         categorical = np.stack(columns, axis=1) if len(frame) else np.zeros((0, len(columns)), np.int64)
         numerics = []
         for c in schema.NUMERIC_COLUMNS:

@@ -90,8 +90,8 @@ class Trainer:
         self.tracker: MlflowTracker | NullTracker = NullTracker()
         self.store = CheckpointStore(settings.checkpoint_uri, settings.keep_checkpoints)
         self.ledger: dict[str, Any] = {"attempts": []}
-        self._ledger_interval = 1.0 if settings.checkpoint_uri.startswith("s3://") else 0.0
         self._ledger_written_at = 0.0
+        self._heartbeat = None
 
     # -- set-up -----------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -185,7 +185,10 @@ class Trainer:
     def _open_attempt(self, resumed_from: str | None) -> None:
         self.ledger = self.store.read_ledger()
         attempts = self.ledger["attempts"]
-        for previous in attempts:
+        for index, previous in enumerate(attempts):
+            reached = self.store.read_heartbeat(index)
+            if reached is not None:
+                previous["highest_step"] = max(int(previous["highest_step"]), reached)
             if previous.get("outcome") == "running":
                 previous["outcome"] = "killed"  # ended without a word: SIGKILL, node loss, OOM kill
         number = int(self.s.airflow.get("TOLLGATE_ATTEMPT") or len(attempts) + 1)
@@ -199,15 +202,22 @@ class Trainer:
             "restore_seconds": round(self.progress.restore_seconds, 6),
             "outcome": "running",
         }
+        self._heartbeat = self.store.open_heartbeat(len(attempts))
         attempts.append(self.progress.attempt)
         self.store.write_ledger(self.ledger)
 
     def _touch_ledger(self, force: bool = False) -> None:
+        """Record progress: a heartbeat every step (local), the ledger at checkpoints and exits.
+
+        On S3, which has no cheap in-place write, the ledger is rewritten at most once a second.
+        """
         attempt = self.progress.attempt
         attempt["highest_step"] = max(attempt["highest_step"], self.progress.step)
         attempt["save_seconds"] = round(self.progress.save_seconds, 6)
+        if self._heartbeat is not None:
+            self._heartbeat.beat(self.progress.step)
         now = time.monotonic()
-        if force or now - self._ledger_written_at >= self._ledger_interval:
+        if force or (self._heartbeat is None and now - self._ledger_written_at >= 1.0):
             self.store.write_ledger(self.ledger, durable=force)
             self._ledger_written_at = now
 

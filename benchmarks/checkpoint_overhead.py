@@ -1,0 +1,153 @@
+"""Checkpoint save and restore time of the trainer's store against a bare torch.save / torch.load.
+
+The state is the real one (model, Adam moments, LR scheduler, RNG states, position) of the default
+model trained a few steps on generated data. The store's save adds sha256, an fsynced atomic write
+(temp file + os.replace), the manifest and keep-last-K pruning; its restore adds reading the
+manifest, verifying size + sha256 and ``weights_only`` loading. The bare baseline is torch.save to a
+file (no fsync) and torch.load of it. Prints medians and the ratio.
+
+Usage: python benchmarks/checkpoint_overhead.py [--rows 100000] [--repeat 15] [--s3]
+  --s3 also measures the store on S3 (a local moto_server: network round trips, no disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from tollgate.data.generator import generate
+from tollgate.training.checkpoints import CheckpointStore, serialize
+from tollgate.training.preemption import PreemptionGuard
+from tollgate.training.settings import parse
+from tollgate.training.trainer import Trainer
+
+
+def trained_state(rows: int, workdir: Path) -> tuple[Trainer, dict]:
+    days = max(1, rows // 20_000)
+    frame = pd.concat([generate(f"2025-03-{d + 1:02d}", rows=rows // days) for d in range(days)])
+    data = workdir / "events.parquet"
+    frame.to_parquet(data, index=False)
+    settings = parse(
+        ["--data-file", str(data), "--checkpoint-uri", str(workdir / "unused"), "--output-uri",
+         str(workdir / "out"), "--training-run-id", "bench", "--mlflow-uri", ""],
+        environ={},
+    )  # fmt: skip
+    trainer = Trainer(settings, PreemptionGuard(30))
+    trainer._prepare()
+    trainer._last_saved_step = -1
+    # a few real steps so the optimizer holds its moments
+    for _ in range(5):
+        idx = torch.arange(256)
+        trainer.optimizer.zero_grad()
+        loss = trainer.loss_fn(trainer.model(trainer.x_cat[idx], trainer.x_num[idx]), trainer.y[idx])
+        loss.backward()
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+        trainer.progress.step += 1
+    return trainer, trainer._state()
+
+
+def timed(fn, repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def measure(uri: str, trainer: Trainer, state: dict, repeat: int) -> tuple[float, float, float]:
+    """(save, restore incl. verification, load_state_dict into model/optimizer) medians."""
+    store = CheckpointStore(uri, keep=3)
+    step = iter(range(1, 10_000))
+    save = timed(lambda: store.save(state, step=next(step), epoch=0), repeat)
+    restore = timed(store.restore_latest, repeat)
+    restored = store.restore_latest()
+    assert restored is not None
+
+    def apply() -> None:
+        trainer.model.load_state_dict(restored.state["model"])
+        trainer.optimizer.load_state_dict(restored.state["optimizer"])
+        trainer.scheduler.load_state_dict(restored.state["scheduler"])
+
+    return save, restore, timed(apply, repeat)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--s3", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="tollgate-ckpt-bench-") as tmp:
+        work = Path(tmp)
+        trainer, state = trained_state(args.rows, work)
+        size = len(serialize(state))
+        bare = work / "bare.pt"
+        bare_save = timed(lambda: torch.save(state, bare), args.repeat)
+        bare_load = timed(lambda: torch.load(bare, weights_only=True), args.repeat)
+        save, restore, apply = measure(str(work / "store"), trainer, state, args.repeat)
+        params = sum(p.numel() for p in trainer.model.parameters())
+        print(f"checkpoint: {size / 1e6:.2f} MB ({params:,} parameters + Adam moments + RNG), "
+              f"median of {args.repeat}, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+        print(f"{'':28}{'bare torch':>12}{'store':>12}{'ratio':>8}")
+        print(
+            f"{'save (local folder)':28}{bare_save * 1e3:>10.1f}ms{save * 1e3:>10.1f}ms"
+            f"{save / bare_save:>8.2f}"
+        )
+        print(
+            f"{'restore (local folder)':28}{bare_load * 1e3:>10.1f}ms{restore * 1e3:>10.1f}ms"
+            f"{restore / bare_load:>8.2f}"
+        )
+        print(f"{'  + load_state_dict':28}{'':>12}{apply * 1e3:>10.1f}ms")
+        payload = serialize(state)
+        ser = timed(lambda: serialize(state), args.repeat)
+        digest = timed(lambda: hashlib.sha256(payload).hexdigest(), args.repeat)
+        print(
+            f"save breakdown: serialize {ser * 1e3:.1f} ms, sha256 {digest * 1e3:.1f} ms, "
+            f"atomic write + fsync + manifest + pruning {(save - ser - digest) * 1e3:.1f} ms"
+        )
+        if args.s3:
+            measure_s3(trainer, state, args.repeat, bare_save, bare_load)
+
+
+def measure_s3(trainer: Trainer, state: dict, repeat: int, bare_save: float, bare_load: float) -> None:
+    import boto3
+
+    from tollgate.platform.processes import free_port, start_group, stop_group, wait_healthy
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=url,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "moto.log"
+        proc = start_group([str(Path(sys.executable).parent / "moto_server"), "-p", str(port)], log)
+        try:
+            wait_healthy("moto_server", f"{url}/moto-api/", proc, log, timeout=120)
+            boto3.client("s3", endpoint_url=url).create_bucket(Bucket="bench")
+            save, restore, _ = measure("s3://bench/ckpt", trainer, state, repeat)
+            print(f"{'save (S3, moto_server)':28}{bare_save * 1e3:>10.1f}ms{save * 1e3:>10.1f}ms"
+                  f"{save / bare_save:>8.2f}")  # fmt: skip
+            print(f"{'restore (S3, moto_server)':28}{bare_load * 1e3:>10.1f}ms{restore * 1e3:>10.1f}ms"
+                  f"{restore / bare_load:>8.2f}")  # fmt: skip
+        finally:
+            stop_group(proc.pid)
+
+
+if __name__ == "__main__":
+    main()
