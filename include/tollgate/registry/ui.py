@@ -1,0 +1,230 @@
+"""The model registry view inside the Airflow UI (a FastAPI app mounted by ``plugins/tollgate_registry.py``).
+
+``GET /?model=NAME``           HTML table of the registered model's versions: aliases, signature status
+                               (verified live against the trusted keys), dataset rev, key metrics, links
+                               to MLflow and to the version's lineage
+``GET /api/versions``          the same rows as JSON
+``GET /api/versions/{v}/lineage``  the lineage walk of one version (or alias)
+
+Every route needs a signed-in Airflow user (the UI's session cookie or an API bearer token). Settings
+come from the same Variables the DAGs use (``?model=`` shows another registered model); the MLflow
+server from ``MLFLOW_TRACKING_URI``.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse
+
+KEY_METRICS = ("auc", "log_loss", "calibration_error")
+MAX_VERSIONS = 20  # newest first; each is verified (downloaded and checked) on every page load
+
+
+async def airflow_user(request: Request) -> Any:
+    """The signed-in Airflow user (bearer token, else the UI's ``_token`` cookie); 401/403 otherwise."""
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+    from airflow.api_fastapi.core_api.security import resolve_user_from_token
+
+    header = request.headers.get("authorization", "")
+    token = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+    return await resolve_user_from_token(token)
+
+
+def _variable(name: str, fallback: str | None = None) -> str | None:
+    """An Airflow Variable read in the api-server (metadata DB or secrets backend), else ``fallback``."""
+    try:
+        from airflow.sdk import Variable  # in the api-server this reads the metadata DB
+
+        return Variable.get(name, default=fallback)
+    except Exception:
+        return fallback
+
+
+def view_settings(model: str | None = None) -> dict[str, str]:
+    from tollgate.config import default_for, mlflow_tracking_uri
+
+    tracking = mlflow_tracking_uri()
+    return {
+        "model_name": model
+        or _variable("tollgate_registered_model")
+        or default_for("tollgate_registered_model"),
+        "trusted_keys": _variable("tollgate_trusted_public_keys")
+        or default_for("tollgate_trusted_public_keys"),
+        "tracking_uri": tracking,
+        "mlflow_ui_url": _variable("tollgate_mlflow_ui_url") or tracking,
+    }
+
+
+def version_rows(settings: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per version, newest first."""
+    from tollgate.registry import names
+    from tollgate.registry.client import mlflow_client
+    from tollgate.registry.keys import SigningKeyError, resolve_trusted_keys
+    from tollgate.registry.lineage import mlflow_links
+    from tollgate.registry.verify import verify_model_version
+
+    settings = settings or view_settings()
+    name = settings["model_name"]
+    client = mlflow_client(settings["tracking_uri"])
+    versions = client.search_model_versions(
+        f"name = '{name}'", max_results=MAX_VERSIONS, order_by=["version_number DESC"]
+    )
+    try:
+        trusted: Any = resolve_trusted_keys(settings["trusted_keys"])
+        key_problem = None
+    except SigningKeyError as err:
+        trusted, key_problem = None, str(err)
+    rows = []
+    for summary in versions:
+        version = client.get_model_version(name, summary.version)  # search results omit aliases
+        if trusted is None:
+            check = {"ok": False, "problems": [key_problem], "provenance": None, "signer_key_id": None}
+        else:
+            check = verify_model_version(
+                name, version.version, trusted, client=client, deadline_s=20
+            ).to_dict()
+        predicate = (check.get("provenance") or {}).get("predicate", {})
+        metrics = predicate.get("metrics") or {}
+        run = None
+        if version.run_id:
+            try:
+                run = client.get_run(version.run_id)
+            except Exception:
+                run = None
+        rows.append(
+            {
+                "version": str(version.version),
+                "aliases": sorted(version.aliases or []),
+                "signature": "verified" if check["ok"] else "refused",
+                "problems": check["problems"],
+                "signer_key_id": check.get("signer_key_id"),
+                "dataset_rev": version.tags.get(names.TAG_DATASET_REV),
+                "training_run_id": version.tags.get(names.TAG_TRAINING_RUN_ID),
+                "metrics": {k: metrics.get(k) for k in KEY_METRICS},
+                "created": time.strftime(
+                    "%Y-%m-%d %H:%M:%S UTC", time.gmtime(version.creation_timestamp / 1000)
+                ),
+                "links": mlflow_links(
+                    settings["mlflow_ui_url"],
+                    name,
+                    str(version.version),
+                    run.info.experiment_id if run else None,
+                    version.run_id,
+                ),
+            }
+        )
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    return (
+        f"{value:.4f}" if isinstance(value, float) else html.escape(str(value if value is not None else "-"))
+    )
+
+
+def render_page(name: str, rows: list[dict[str, Any]]) -> str:
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "Version",
+            "Aliases",
+            "Signature",
+            "Dataset rev",
+            "Training run",
+            *KEY_METRICS,
+            "Created",
+            "Links",
+        )
+    )
+    body = []
+    for row in rows:
+        ok = row["signature"] == "verified"
+        status = (
+            '<span class="ok">&#10004; verified</span><br>'
+            f"<small>key {_fmt((row['signer_key_id'] or '')[:16])}</small>"
+            if ok
+            else '<span class="bad">&#10008; refused</span><br><small>'
+            + "<br>".join(_fmt(p) for p in row["problems"])
+            + "</small>"
+        )
+        links = " ".join(
+            f'<a href="{html.escape(url)}" target="_blank" rel="noopener">{html.escape(label)}</a>'
+            for label, url in (
+                ("MLflow version", row["links"].get("model_version")),
+                ("training run", row["links"].get("training_run")),
+            )
+            if url
+        )
+        links += f' <a href="api/versions/{_fmt(row["version"])}/lineage?model={quote(name)}">lineage</a>'
+        cells = [
+            _fmt(row["version"]),
+            ", ".join(_fmt(a) for a in row["aliases"]) or "-",
+            status,
+            f"<code>{_fmt(row['dataset_rev'])}</code>",
+            _fmt(row["training_run_id"]),
+            *(_fmt(row["metrics"][k]) for k in KEY_METRICS),
+            _fmt(row["created"]),
+            links,
+        ]
+        body.append(
+            f'<tr data-version="{_fmt(row["version"])}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+        )
+    table = "".join(body) or f'<tr><td colspan="{6 + len(KEY_METRICS)}">No versions registered yet.</td></tr>'
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Tollgate model registry</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5rem; }}
+table {{ border-collapse: collapse; width: 100%; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: .4rem .6rem; text-align: left; vertical-align: top; }}
+.ok {{ color: #137333; font-weight: 600; }} .bad {{ color: #b3261e; font-weight: 600; }}
+small {{ color: #555; }}
+</style></head>
+<body><h2>Model registry: {html.escape(name)}</h2>
+<p>Every version's files are checked against its signature and the trusted keys each time this page loads.</p>
+<table><thead><tr>{head}</tr></thead><tbody>{table}</tbody></table></body></html>"""
+
+
+def create_app(require_user: Callable[..., Any] = airflow_user) -> FastAPI:
+    app = FastAPI(
+        title="Tollgate model registry",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(require_user)],  # every route needs a signed-in Airflow user
+    )
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(model: str | None = None) -> HTMLResponse:
+        settings = view_settings(model)
+        return HTMLResponse(render_page(settings["model_name"], version_rows(settings)))
+
+    @app.get("/api/versions")
+    def versions(model: str | None = None) -> dict[str, Any]:
+        settings = view_settings(model)
+        return {"model_name": settings["model_name"], "versions": version_rows(settings)}
+
+    @app.get("/api/versions/{version_or_alias}/lineage")
+    def lineage(version_or_alias: str, model: str | None = None) -> dict[str, Any]:
+        from fastapi import HTTPException
+
+        from tollgate.registry.lineage import model_lineage
+
+        settings = view_settings(model)
+        try:
+            return model_lineage(
+                settings["model_name"],
+                version_or_alias,
+                settings["trusted_keys"],
+                tracking_uri=settings["tracking_uri"],
+                mlflow_ui_url=settings["mlflow_ui_url"],
+            )
+        except LookupError as err:
+            raise HTTPException(status_code=404, detail=str(err)) from None
+
+    return app
