@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tollgate.training.dataset import time_split
+from tollgate.training.errors import BadInput
 from tollgate.training.metrics import evaluate
 from tollgate.training.predict import load_predictor
 from tollgate.training.preemption import PreemptionGuard
@@ -31,12 +32,13 @@ def _restore_torch_globals() -> Iterator[None]:
     torch._C._set_deterministic_algorithms(deterministic)
 
 
-def _train(tmp: Path, data: Path, quality: str) -> dict:
+def _train(tmp: Path, data: Path, quality: str, *extra: str) -> dict:
     settings = parse(
         [
             "--data-file", str(data), "--checkpoint-uri", str(tmp / quality / "ckpt"),
             "--output-uri", str(tmp / quality / "model"), "--training-run-id", quality,
             "--epochs", "2", "--batch-size", "64", "--checkpoint-every", "100", "--quality", quality,
+            *extra,
         ],
         environ={},
     )  # fmt: skip
@@ -85,3 +87,10 @@ def test_degraded_quality_is_clearly_worse(trained) -> None:
     _, _, normal, degraded = trained
     assert normal["metrics"]["auc"] > 0.6
     assert degraded["metrics"]["auc"] < normal["metrics"]["auc"] - 0.05
+
+
+def test_resuming_with_other_hyperparameters_is_refused(trained) -> None:
+    """A checkpoint folder belongs to one training run: mixing settings would silently change the model."""
+    tmp, data, _, _ = trained
+    with pytest.raises(BadInput, match=r"other data or hyperparameters .*'lr': \(0.003, 0.01\)"):
+        _train(tmp, data, "normal", "--lr", "0.01")
