@@ -38,8 +38,7 @@ from airflow.sdk import Param, dag, task
 from tollgate.assets import CHALLENGER_MODEL, CURATED_DATASET, TRAINED_MODEL
 from tollgate.config import SPOT_POOL, TRAINING_MAX_RETRIES
 from tollgate.launch.attempts import retry_policy
-from tollgate.launch.kubernetes import SpotTrainingPodOperator
-from tollgate.launch.operators import LocalTrainingOperator
+from tollgate.launch.operators import LocalTrainingOperator, SpotTrainingPodOperator
 
 default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seconds=10)}
 

@@ -4,7 +4,6 @@ resumes from the checkpoint, and the preemption shows in the task tries, the log
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -14,12 +13,6 @@ from tests.integration.test_train_dag import make_data_repo
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
 DAG_ID = "train_model"
-
-
-def _xcom(client, run_id: str, task_id: str) -> dict:
-    entry = client.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
-    value = entry["value"]
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def test_one_injected_sigterm_gives_two_tries_and_a_resumed_run(
@@ -54,7 +47,7 @@ def test_one_injected_sigterm_gives_two_tries_and_a_resumed_run(
     assert int(resumed.group(1)) == int(preempted.group(1)) >= 20
     assert "preemptions 1" in admin_client.task_log(DAG_ID, run_id, "publish_trained_model", 1)
 
-    info = _xcom(admin_client, run_id, "publish_trained_model")
+    info = admin_client.xcom(DAG_ID, run_id, "publish_trained_model")
     assert info["attempts"] == 2 and info["preemptions"] == 1 and info["rev"] == rev
     mlflow_run = MlflowClient(local_platform.mlflow_url).get_run(info["mlflow_run_id"])
     assert mlflow_run.data.tags["tollgate.spot.preemptions"] == "1"

@@ -19,8 +19,10 @@ from kubernetes.client import models as k8s
 from tollgate.launch import ledger as ledgers
 from tollgate.launch.attempts import TrainingPreempted
 from tollgate.launch.budget import Budgets
+from tollgate.launch.classify import Classification, Outcome
 from tollgate.launch.job import Resources, TrainingJob
-from tollgate.launch.kubernetes import SPOT_NODE_LABELS, SpotTrainingPodOperator, pod_manifest
+from tollgate.launch.kubernetes import SPOT_NODE_LABELS, TrainingPodOperator, pod_manifest
+from tollgate.launch.operators import SpotTrainingPodOperator
 from tollgate.launch.plan import LaunchPlan
 
 pytestmark = pytest.mark.unit
@@ -64,12 +66,13 @@ def _job(tmp_path, gpu: int = 0, on_demand: bool = False) -> TrainingJob:
 
 def _manifest(tmp_path, **job_changes) -> dict:
     job = _job(tmp_path, **job_changes)
-    op = SpotTrainingPodOperator(task_id="train_kubernetes", plan=LaunchPlan(job=job).to_dict())
+    op = TrainingPodOperator(task_id="train_kubernetes")
     return pod_manifest(op.build_job_pod(job, _context()))
 
 
 def test_operator_defaults_defer_and_keep_failed_pods(tmp_path):
-    op = SpotTrainingPodOperator(task_id="train_kubernetes", plan={})
+    job = _job(tmp_path)
+    op = SpotTrainingPodOperator(task_id="train_kubernetes", plan={}).pod_operator(job, _context())
     assert isinstance(op, KubernetesPodOperator)
     assert op.deferrable is True
     assert op.on_finish_action.value == "delete_succeeded_pod"
@@ -197,7 +200,7 @@ def test_reentry_classifies_the_finished_pod(tmp_path, monkeypatch, remote_pod, 
         raise AirflowException(f"Pod {event['name']} returned a failure.")
 
     monkeypatch.setattr(KubernetesPodOperator, "trigger_reentry", provider_reentry)
-    monkeypatch.setattr(SpotTrainingPodOperator, "hook", FakeHook(remote_pod))
+    monkeypatch.setattr(TrainingPodOperator, "hook", FakeHook(remote_pod))
     event = {"status": "failed", "name": "tollgate-train-x", "namespace": "ml-training", "message": "failed"}
     with pytest.raises(raises):
         op.trigger_reentry(_context(), event)
@@ -235,3 +238,43 @@ def test_rbac_manifest_matches_the_defaults():
     }
     pod_rule = next(rule for rule in by_kind["Role"]["rules"] if rule["resources"] == ["pods"])
     assert {"create", "get", "list", "watch", "patch", "delete"} <= set(pod_rule["verbs"])
+
+
+def test_execute_defers_and_the_last_attempt_goes_on_demand(tmp_path, monkeypatch):
+    """Two preemptions already spent a budget of 2: try 3 asks for on-demand capacity. The provider's pod
+    creation (which needs a cluster) is replaced by a dry-run build followed by the deferral it would do."""
+    from datetime import timedelta
+
+    from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+    from airflow.sdk.exceptions import TaskDeferred
+
+    job = _job(tmp_path)
+    led = ledgers.load(job.checkpoint_uri, job.training_run_id)
+    for try_number in (1, 2):
+        led.begin(try_number=try_number, series=1, backend="kubernetes", capacity="spot", instance_type="x")
+        led.find(try_number).finish(Classification(Outcome.PREEMPTED, "pod Evicted"))
+    ledgers.save(job.checkpoint_uri, led)
+    built: list[dict] = []
+
+    def create_pod_and_defer(self, context):
+        built.append(pod_manifest(self.build_pod_request_obj(context, dry_run=True)))
+        raise TaskDeferred(trigger=TimeDeltaTrigger(timedelta(seconds=1)), method_name="trigger_reentry")
+
+    monkeypatch.setattr(KubernetesPodOperator, "execute", create_pod_and_defer)
+    plan = LaunchPlan(job=job, backend="kubernetes", budgets=Budgets(preemptions=2, failures=1))
+    op = SpotTrainingPodOperator(task_id="train_kubernetes", plan=plan.to_dict())
+    with pytest.raises(TaskDeferred):
+        op.execute(_context(try_number=3))
+
+    (pod,) = built
+    assert pod["metadata"]["labels"]["tollgate.io/capacity"] == "on-demand"
+    assert pod["metadata"]["labels"]["tollgate.io/try-number"] == "3"
+    assert not pod["spec"].get("tolerations")
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert (env["TOLLGATE_ATTEMPT"], env["TOLLGATE_PREEMPTIONS"], env["TOLLGATE_AIRFLOW_TRY_NUMBER"]) == (
+        "3",
+        "2",
+        "3",
+    )
+    third = ledgers.load(job.checkpoint_uri, job.training_run_id).find(3)
+    assert (third.outcome, third.capacity) == ("running", "on-demand")  # closed by trigger_reentry later

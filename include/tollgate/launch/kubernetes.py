@@ -5,24 +5,23 @@ managed node groups ``eks.amazonaws.com/capacityType: SPOT`` and GKE ``cloud.goo
 (required node affinity with one term per label, so any of them matches), with tolerations for the taints
 clusters commonly put on such nodes. An on-demand attempt (the last one, when the preemption budget is
 nearly spent) keeps off all of them. Failed pods are kept for debugging; each try gets a fresh pod.
+
+This module imports the Kubernetes client (seconds of import time): DAG files never import it; the DAG's
+``operators.SpotTrainingPodOperator`` loads it when the task runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.sdk.exceptions import TaskDeferred
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
 from tollgate.config import K8S_CONN_ID
-from tollgate.launch.attempts import begin_attempt, end_attempt
-from tollgate.launch.classify import Classification, Outcome, classify_pod
 from tollgate.launch.job import Resources, TrainingJob, sanitize_label_value
-from tollgate.launch.plan import LaunchPlan
 
 # (node label, value on spot nodes); an on-demand attempt requires each to be absent or different.
 SPOT_NODE_LABELS: tuple[tuple[str, str], ...] = (
@@ -114,17 +113,11 @@ def pod_manifest(pod: k8s.V1Pod) -> dict[str, Any]:
     return ApiClient().sanitize_for_serialization(pod)
 
 
-class SpotTrainingPodOperator(KubernetesPodOperator):
-    """KubernetesPodOperator for one training attempt on spot capacity.
+class TrainingPodOperator(KubernetesPodOperator):
+    """The provider's KubernetesPodOperator with the training job rendered onto it (deferrable, failed pods
+    kept, a fresh pod per try). Created at run time by ``operators.SpotTrainingPodOperator``."""
 
-    ``plan`` is a LaunchPlan dict (usually an XComArg). Each try opens an attempt in the ledger, renders
-    the pod from the job (capacity chosen by the budgets), defers while the pod runs, and on re-entry
-    classifies the finished pod as success, preemption or failure.
-    """
-
-    template_fields: Sequence[str] = (*KubernetesPodOperator.template_fields, "plan")
-
-    def __init__(self, *, plan: Mapping[str, Any] | Any, **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("kubernetes_conn_id", K8S_CONN_ID)
         kwargs.setdefault("name", "tollgate-train")
         kwargs.setdefault("deferrable", True)
@@ -137,7 +130,6 @@ class SpotTrainingPodOperator(KubernetesPodOperator):
         # reattached to (deferral keeps watching the pod of the current try through the triggerer anyway).
         kwargs.setdefault("durable", False)
         super().__init__(**kwargs)
-        self.plan = plan
 
     def configure(self, job: TrainingJob, context: Mapping[str, Any] | None = None) -> None:
         """Render ``job`` onto this operator's pod fields."""
@@ -163,45 +155,7 @@ class SpotTrainingPodOperator(KubernetesPodOperator):
         self.configure(job, context)
         return self.build_pod_request_obj(context, dry_run=True)  # type: ignore[arg-type]
 
-    # ---- the attempt -------------------------------------------------------------------------------
-    def execute(self, context: Any) -> Any:
-        plan = LaunchPlan.from_dict(self.plan)
-        attempt = begin_attempt(context, plan, self.log.info)
-        self.configure(attempt.job, context)
-        try:
-            return super().execute(context)  # creates the pod, then defers to the triggerer
-        except TaskDeferred:
-            raise
-        except Exception as exc:
-            self.log.exception("Could not start the training pod")
-            return end_attempt(
-                attempt,
-                Classification(Outcome.FAILED, f"could not start the training pod: {exc}"),
-                self.log.info,
-            )
-
-    def trigger_reentry(self, context: Any, event: dict[str, Any]) -> Any:
-        plan = LaunchPlan.from_dict(self.plan)
-        attempt = begin_attempt(context, plan, self.log.info)  # the same attempt record as in execute
-        self.configure(attempt.job, context)
-        try:
-            super().trigger_reentry(context, event)
-        except TaskDeferred:
-            raise
-        except Exception as exc:
-            self.log.warning("Training pod %s did not succeed: %s", event.get("name"), exc)
-            classification = classify_pod(self._final_manifest(event), self.base_container_name)
-            if classification.outcome == Outcome.SUCCEEDED:
-                classification = Classification(Outcome.FAILED, f"pod succeeded but the task failed: {exc}")
-            return end_attempt(attempt, classification, self.log.info, pod_name=event.get("name"))
-        return end_attempt(
-            attempt,
-            Classification(Outcome.SUCCEEDED, "pod succeeded", 0),
-            self.log.info,
-            pod_name=event.get("name"),
-        )
-
-    def _final_manifest(self, event: Mapping[str, Any]) -> dict[str, Any] | None:
+    def final_manifest(self, event: Mapping[str, Any]) -> dict[str, Any] | None:
         """The pod as the API server has it now; None if it is gone (deleted with its node)."""
         try:
             pod = self.hook.get_pod(event["name"], event["namespace"])
