@@ -86,6 +86,8 @@ class MlflowTracker:
         self.uri = uri
         self.training_run_id = training_run_id
         self._buffer: list[Any] = []
+        self._logged_params: dict[str, str] = {}
+        self._has_dataset = False
         experiment_obj = self.client.get_experiment_by_name(experiment)
         self.experiment_id = (
             experiment_obj.experiment_id
@@ -103,20 +105,30 @@ class MlflowTracker:
             order_by=["attributes.start_time ASC"],
         )
         if runs:
-            run_id = runs[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-            return run_id, False
+            run = runs[0]
+            self.client.update_run(run.info.run_id, status="RUNNING")
+            self._logged_params = dict(run.data.params)
+            inputs = run.inputs.dataset_inputs if run.inputs is not None else []
+            self._has_dataset = bool(inputs)
+            return run.info.run_id, False
         run = self.client.create_run(
             self.experiment_id, run_name=self.training_run_id, tags={RUN_ID_TAG: self.training_run_id}
         )
         return run.info.run_id, True
 
     def log_params(self, params: dict[str, Any]) -> None:
+        """Params not logged yet (an earlier attempt may have died before logging them)."""
         from mlflow.entities import Param
 
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        missing = [Param(k, str(v)) for k, v in params.items() if k not in self._logged_params]
+        if missing:
+            self.client.log_batch(self.run_id, params=missing)
+            self._logged_params.update({p.key: p.value for p in missing})
 
     def log_dataset(self, frame: Any, dataset: dict[str, Any], target: str) -> None:
+        """The training data as a run input, once per run."""
+        if self._has_dataset:
+            return
         import mlflow.data
         from mlflow.entities import DatasetInput, InputTag
 
@@ -131,6 +143,7 @@ class MlflowTracker:
         tags = [InputTag("mlflow.data.context", "training")]
         tags += [InputTag(f"dvc.{k}", str(v)) for k, v in dataset.items() if v is not None]
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=tags)])
+        self._has_dataset = True
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag

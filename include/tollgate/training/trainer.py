@@ -252,20 +252,20 @@ class Trainer:
             ) from exc
         if isinstance(self.tracker, NullTracker):
             return
-        if self.tracker.created:
-            self.tracker.log_params(
-                {
-                    **s.hyperparameters(),
-                    "checkpoint_every": s.checkpoint_every,
-                    "keep_checkpoints": s.keep_checkpoints,
-                    "grace_seconds": s.grace_seconds,
-                    "device": self.device.type,
-                    "train_rows": self.n_train,
-                    "holdout_rows": self.n_holdout,
-                    "total_steps": self.total_steps,
-                }
-            )
-            self.tracker.log_dataset(self.frame, self.dataset.as_dict(), schema.LABEL)
+        # Only what an earlier attempt has not logged (MLflow params are immutable).
+        self.tracker.log_params(
+            {
+                **s.hyperparameters(),
+                "checkpoint_every": s.checkpoint_every,
+                "keep_checkpoints": s.keep_checkpoints,
+                "grace_seconds": s.grace_seconds,
+                "device": self.device.type,
+                "train_rows": self.n_train,
+                "holdout_rows": self.n_holdout,
+                "total_steps": self.total_steps,
+            }
+        )
+        self.tracker.log_dataset(self.frame, self.dataset.as_dict(), schema.LABEL)
         airflow = {
             "TOLLGATE_AIRFLOW_DAG_ID": "tollgate.airflow.dag_id",
             "TOLLGATE_AIRFLOW_RUN_ID": "tollgate.airflow.run_id",
