@@ -59,11 +59,12 @@ def main() -> None:
                 first = run_attempt(common, run / "a1.log", env=env, interrupt_at=point, sig=sig)
                 expected = exit_codes.PREEMPTED if sig == signal.SIGTERM else -signal.SIGKILL
                 assert first.returncode == expected, first.tail()
-                ledger = json.loads((run / "ckpt" / "progress.json").read_text())
-                reached = ledger["attempts"][-1]["highest_step"]
                 # attempt 2 only needs to report where it resumed: stop it right after
                 second = run_attempt(common, run / "a2.log", interrupt_at=1, sig=signal.SIGKILL)
                 resumed, _ = second.resumed
+                # attempt 2 reconciled attempt 1's ledger entry with its per-step heartbeat
+                ledger = json.loads((run / "ckpt" / "progress.json").read_text())
+                reached = ledger["attempts"][0]["highest_step"]
                 notice = save = ""
                 if sig == signal.SIGTERM:
                     _, _, save_s = first.preempted
