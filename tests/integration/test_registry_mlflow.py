@@ -413,3 +413,36 @@ def test_lineage_walks_to_dataset_report_run_and_checkpoints(world, registered_a
     assert lineage["checkpoints"]["final"] == trained["final_checkpoint"]
     assert trained["final_checkpoint"] in [c["name"] for c in lineage["checkpoints"]["listed"]]
     assert lineage["model"]["links"]["training_run"].endswith(f"/runs/{trained['mlflow_run_id']}")
+
+
+def test_airflow_task_takes_the_key_from_the_connection_and_never_prints_it(
+    world, registered_a, monkeypatch, capsys
+):
+    """register_challenger's body: Connection tollgate_signing, Variables, mlflow_default - all from the
+    environment here (AIRFLOW_CONN_* / AIRFLOW_VAR_*), as a deployment or secrets backend provides them."""
+    from types import SimpleNamespace
+
+    from tollgate.registry.keys import SigningKeyError
+    from tollgate.registry.tasks import register_from_task
+
+    keys = world["keys"]
+    pem = keys.private_key.read_text()
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "http", "host": world["url"]}))
+    monkeypatch.setenv("AIRFLOW_VAR_TOLLGATE_REGISTERED_MODEL", MODEL)
+    monkeypatch.setenv("AIRFLOW_VAR_TOLLGATE_TRUSTED_PUBLIC_KEYS", str(keys.public_key))
+    context = {"dag": SimpleNamespace(dag_id="train_model"), "run_id": "manual__reg-a"}
+    plan = {"backend": "local", "job": {"image": "unused-locally"}}
+
+    monkeypatch.delenv("AIRFLOW_CONN_TOLLGATE_SIGNING", raising=False)
+    with pytest.raises(SigningKeyError, match=r"'tollgate_signing' .* is not defined"):
+        register_from_task(world["trained"]("reg-a"), plan, context)
+
+    conn = {"conn_type": "generic", "extra": {"private_key": pem}}
+    monkeypatch.setenv("AIRFLOW_CONN_TOLLGATE_SIGNING", json.dumps(conn))
+    out = register_from_task(world["trained"]("reg-a"), plan, context)
+    assert out["version"] == registered_a["version"] and out["created"] is False
+    printed = capsys.readouterr()
+    assert f"CHALLENGER {MODEL} version {registered_a['version']}" in printed.out
+    assert "verified: signed by trusted key" in printed.out
+    secret = "".join(pem.splitlines()[1:-1])
+    assert secret[:32] not in printed.out + printed.err and "PRIVATE KEY" not in printed.out + printed.err
