@@ -1,52 +1,248 @@
-"""``make demo``: the main job on the embedded default, end to end, from an empty state.
+"""``make demo``: the main job on the embedded default, end to end, through the Airflow REST API.
 
-Starts the local platform (or reuses the one already running), runs each pipeline stage that
-exists through the Airflow REST API as a user would, and prints a summary. The platform stays up.
+1. Start the local platform (or reuse the one running).
+2. Land three days of ad impressions (the middle one with injected bad rows) and ingest them:
+   the upstream system's landing-asset events trigger ``dataset_ingest``; bad rows are quarantined.
+3. Train on the latest dataset version with one injected spot interruption (SIGTERM at a step):
+   the first try is preempted, the retry resumes from the checkpoint; the model is signed and
+   registered as ``challenger``, whose Asset event schedules ``evaluate_and_promote``.
+4. Gates pass; the demo approves as the ``approver`` user over REST, standing in for the person who
+   would click Approve under Required Actions. The model becomes ``champion``.
+5. A second round trains a deliberately worse model, which the offline gate rejects.
+The platform stays up afterwards.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from tollgate.platform.api import AirflowClient
+from tollgate.platform.approvals import answer_approval, wait_for_pending_approval
 from tollgate.platform.processes import ServiceError
 from tollgate.platform.stack import LocalStack
 
-
-def ensure_platform(stack: LocalStack) -> None:
-    if stack.running_services():
-        print(f"Reusing the local platform already running in {stack.home}.")
-        return
-    print("Starting the local platform (Airflow + MLflow)...")
-    stack.up(announce=False)
+INGEST, TRAIN, PROMOTE = "dataset_ingest", "train_model", "evaluate_and_promote"
+BAD_DAY_FAULT = "out_of_range"
+INTERRUPT_AT_STEP = 20
 
 
-def run_dag(client: AirflowClient, dag_id: str, conf: dict | None = None, timeout: float = 600) -> dict:
-    client.wait_for_dag(dag_id)
-    client.unpause(dag_id)
-    run = client.trigger(dag_id, conf=conf)
-    print(f"  triggered {dag_id} run {run['dag_run_id']}")
-    return client.wait_for_run(dag_id, run["dag_run_id"], timeout=timeout)
+def describe_version(extra: dict[str, Any]) -> str:
+    return (
+        f"{extra.get('tag')} rev {extra['rev'][:10]} rows {extra['rows']} "
+        f"quarantined {extra['quarantined_rows']} window {extra['window_start']}..{extra['window_end']}"
+    )
+
+
+def say(text: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+class Demo:
+    def __init__(self, stack: LocalStack):
+        self.stack = stack
+        self.admin = AirflowClient(stack.airflow_url, "admin", stack.passwords()["admin"])
+        self.summary: dict[str, Any] = {}
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return self.admin.get(f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 50})[
+            "dag_runs"
+        ]
+
+    def wait_idle(self, dag_id: str, timeout: float = 900) -> None:
+        """Wait until no run of ``dag_id`` is queued or running."""
+        deadline = time.monotonic() + timeout
+        while any(r["state"] in ("queued", "running") for r in self.runs(dag_id)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id} still has active runs after {timeout:.0f} s")
+            time.sleep(2)
+
+    def wait_new_run(self, dag_id: str, known: set[str], timeout: float = 300) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            fresh = [r for r in self.runs(dag_id) if r["dag_run_id"] not in known]
+            if fresh:
+                return fresh[0]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no new {dag_id} run within {timeout:.0f} s")
+            time.sleep(1)
+
+    def asset_events(self, uri: str) -> list[dict[str, Any]]:
+        asset = self.admin.get("/assets", params={"uri_pattern": uri})["assets"][0]
+        return self.admin.get("/assets/events", params={"asset_id": asset["id"], "order_by": "timestamp"})[
+            "asset_events"
+        ]
+
+    def tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+        return self.admin.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries")[
+            "task_instances"
+        ]
+
+    # ---- stages ----------------------------------------------------------------------------
+    def ingest(self, days: list[date]) -> None:
+        from tollgate.assets import CURATED_DATASET, LANDING_IMPRESSIONS
+        from tollgate.config import default_for
+        from tollgate.data.generator import land
+
+        landing = default_for("tollgate_landing_uri")
+        say(f"Stage 1: the upstream system lands {len(days)} days in {landing}")
+        for day in days:
+            fault = BAD_DAY_FAULT if day == days[1] else None
+            landed = land(day, landing, fault=fault)
+            say(f"  landed dt={day}: {landed.rows} rows" + (f" (injected fault: {fault})" if fault else ""))
+        for dag_id in (INGEST,):
+            self.admin.wait_for_dag(dag_id)
+        self.admin.unpause(INGEST)
+        time.sleep(3)  # the scheduler creates the run of the latest daily interval on unpause
+        self.wait_idle(INGEST)
+        landing_asset = self.admin.get("/assets", params={"uri_pattern": LANDING_IMPRESSIONS.uri})["assets"][
+            0
+        ]
+        for day in days:
+            known = {r["dag_run_id"] for r in self.runs(INGEST)}
+            self.admin.post(
+                "/assets/events", {"asset_id": landing_asset["id"], "extra": {"partition": str(day)}}
+            )
+            run = self.wait_new_run(INGEST, known)
+            done = self.admin.wait_for_run(INGEST, run["dag_run_id"], timeout=900)
+            say(f"  landing event dt={day} -> {INGEST} run {run['dag_run_id']}: {done['state']}")
+        events = self.asset_events(CURATED_DATASET.uri)
+        latest = events[-1]["extra"]
+        self.summary["dataset"] = latest
+        self.summary["dataset_versions"] = [describe_version(e["extra"]) for e in events]
+        self.summary["quarantined_total"] = sum(int(e["extra"]["quarantined_rows"]) for e in events)
+
+    def train(self, conf: dict[str, Any], label: str) -> dict[str, Any]:
+        self.admin.wait_for_dag(TRAIN)
+        self.admin.unpause(TRAIN)
+        known_promote = {r["dag_run_id"] for r in self.runs(PROMOTE)}
+        run = self.admin.trigger(TRAIN, conf=conf)
+        say(f"  {TRAIN} run {run['dag_run_id']} ({label})")
+        done = self.admin.wait_for_run(TRAIN, run["dag_run_id"], timeout=1800)
+        if done["state"] != "success":
+            raise RuntimeError(f"{TRAIN} run {run['dag_run_id']} ended {done['state']}: see the Airflow UI")
+        tries = self.tries(TRAIN, run["dag_run_id"], "train_local")
+        trained = self.admin.xcom(TRAIN, run["dag_run_id"], "register_challenger")
+        promote_run = self.wait_new_run(PROMOTE, known_promote)
+        return {
+            "run_id": run["dag_run_id"],
+            "tries": tries,
+            "registered": trained,
+            "promote_run": promote_run,
+        }
+
+    def run(self) -> dict[str, Any]:
+        from tollgate.registry.names import CHAMPION
+
+        yesterday = datetime.now(UTC).date() - timedelta(days=1)
+        days = [yesterday - timedelta(days=2), yesterday - timedelta(days=1), yesterday]
+        self.ingest(days)
+
+        self.admin.wait_for_dag(PROMOTE)
+        self.admin.unpause(PROMOTE)
+        say(f"Stage 2: train on the latest dataset version, spot interruption at step {INTERRUPT_AT_STEP}")
+        first = self.train(
+            {"interruption": "sigterm_at_step", "interruption_value": INTERRUPT_AT_STEP},
+            "one injected preemption",
+        )
+        self.summary["first"] = first
+        say(f"  trained in {len(first['tries'])} tries: " + ", ".join(t["state"] for t in first["tries"]))
+        registered = first["registered"]
+        say(f"  registered {registered['model_name']} v{registered['version']} as challenger")
+
+        say(
+            f"Stage 3: {PROMOTE} run {first['promote_run']['dag_run_id']} (scheduled by the challenger Asset)"
+        )
+        detail = wait_for_pending_approval(
+            self.admin, PROMOTE, first["promote_run"]["dag_run_id"], timeout=900
+        )
+        say(f"  approval requested from {[u['id'] for u in detail['assigned_users']]}: {detail['subject']}")
+        approver = AirflowClient(self.stack.airflow_url, "approver", self.stack.passwords()["approver"])
+        say("  the demo now answers as the `approver` user through the REST API, standing in for the person")
+        answer_approval(
+            approver, PROMOTE, first["promote_run"]["dag_run_id"], "Approve", "demo: gates passed"
+        )
+        promoted = self.admin.wait_for_run(PROMOTE, first["promote_run"]["dag_run_id"], timeout=600)
+        say(f"  {PROMOTE}: {promoted['state']}")
+
+        say("Stage 4: a second round with a deliberately worse model (Param quality=degraded)")
+        second = self.train({"quality": "degraded", "seed": 7}, "degraded model")
+        self.summary["second"] = second
+        rejected = self.admin.wait_for_run(PROMOTE, second["promote_run"]["dag_run_id"], timeout=900)
+        say(f"  {PROMOTE}: {rejected['state']}")
+
+        from tollgate.evaluation.promotion import alias_version
+        from tollgate.registry.register import mlflow_client
+
+        client = mlflow_client(self.stack.mlflow_url)
+        name = first["registered"]["model_name"]
+        self.summary["champion"] = alias_version(client, name, CHAMPION)
+        self.summary["first_tags"] = client.get_model_version(name, first["registered"]["version"]).tags
+        self.summary["second_tags"] = client.get_model_version(name, second["registered"]["version"]).tags
+        return self.summary
+
+
+def print_summary(demo: Demo, seconds: float) -> None:
+    from tollgate.evaluation.promotion import (
+        TAG_DECIDED_AT,
+        TAG_DECIDED_BY,
+        TAG_DECISION,
+        TAG_EVIDENCE_SHA256,
+    )
+
+    s, stack = demo.summary, demo.stack
+    first, second = s["first"], s["second"]
+    evidence = demo.admin.xcom(PROMOTE, first["promote_run"]["dag_run_id"], "assemble_evidence")
+    metrics = evidence["metrics"]
+    rejected_evidence = demo.admin.xcom(PROMOTE, second["promote_run"]["dag_run_id"], "assemble_evidence")
+    tags = s["first_tags"]
+    lines = [
+        "",
+        "=" * 78,
+        f"Tollgate demo finished in {seconds:.0f} s",
+        "=" * 78,
+        "Dataset versions (DVC):",
+        *[f"  {v}" for v in s["dataset_versions"]],
+        f"Quarantined rows (kept with reasons): {s['quarantined_total']}",
+        f"Training: {len(first['tries'])} tries ({', '.join(t['state'] for t in first['tries'])}); "
+        f"preemptions {evidence['training']['preemptions']}, "
+        f"resumed from {evidence['training']['resumed_from']}",
+        f"Model: {first['registered']['model_name']} v{first['registered']['version']}, "
+        f"signature {'verified' if evidence['signature']['ok'] else 'REFUSED'} "
+        f"(key {evidence['signature']['signer_key_id']})",
+        "Metrics on the fresh holdout (challenger vs champion):",
+        *[f"  {k:<18} {v:.4f}" for k, v in metrics["challenger"].items()],
+        f"  champion before: {metrics['champion'] or 'none (first model, held to absolute floors)'}",
+        f"Approval: {tags.get(TAG_DECISION)} by {tags.get(TAG_DECIDED_BY)} at {tags.get(TAG_DECIDED_AT)} "
+        f"(evidence sha256 {tags.get(TAG_EVIDENCE_SHA256, '')[:16]}…)",
+        f"Champion now: v{s['champion']}",
+        f"Second round: v{second['registered']['version']} REJECTED by the gates: "
+        + "; ".join(r for g in rejected_evidence["gates"].values() for r in g["reasons"]),
+        "",
+        stack.describe(),
+    ]
+    print("\n".join(lines))
 
 
 def main() -> int:
     started = time.monotonic()
     stack = LocalStack()
     try:
-        ensure_platform(stack)
+        if stack.running_services():
+            say(f"Reusing the local platform already running in {stack.home}")
+        else:
+            say("Starting the local platform (Airflow + MLflow)...")
+            stack.up(announce=False)
     except ServiceError as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
-    client = AirflowClient(stack.airflow_url, "admin", stack.passwords()["admin"])
-    print("Stage 0: platform smoke check")
-    smoke = run_dag(client, "smoke_check")
-    print(f"  smoke_check: {smoke['state']}")
-    print()
-    print("=" * 72)
-    print(f"Demo finished in {time.monotonic() - started:.0f} s.")
-    print(stack.describe())
-    return 0 if smoke["state"] == "success" else 1
+    demo = Demo(stack)
+    demo.run()
+    print_summary(demo, time.monotonic() - started)
+    return 0
 
 
 if __name__ == "__main__":

@@ -72,6 +72,8 @@ def resolve_dataset(
                 "data_path": str(extra.get("data_path") or data_path),
                 "content_hash": extra.get("content_hash"),
                 "source": source,
+                # lineage the approver and the provenance statement show
+                **{k: extra[k] for k in LINEAGE_KEYS if extra.get(k) is not None},
             }
     head = _git_head(data_repo)
     if head is None:
@@ -82,6 +84,10 @@ def resolve_dataset(
         )
     return {"rev": head, "data_repo": data_repo, "data_path": data_path, "content_hash": None,
             "source": "data_repo_head"}  # fmt: skip
+
+
+# Curated-dataset event keys carried into the trained-model info (and so into the signed provenance).
+LINEAGE_KEYS = ("tag", "rows", "quarantined_rows", "window_start", "window_end", "partition", "report_uri")
 
 
 def _git_head(repo: str) -> str | None:
@@ -184,6 +190,7 @@ def finish_training(
         log_to_mlflow(report, job.mlflow_uri, mlflow_run_id)
         log(f"Spot report logged to MLflow run {mlflow_run_id} ({job.mlflow_uri})")
     dataset = {**plan.dataset, **(result.get("dataset") or {})}
+    lineage = {k: dataset[k] for k in LINEAGE_KEYS if dataset.get(k) is not None}
     return {
         "training_run_id": job.training_run_id,
         "mlflow_run_id": mlflow_run_id,
@@ -198,6 +205,14 @@ def finish_training(
         "preemptions": report["preemptions"],
         "steps_redone": report["steps_redone"],
         "final_checkpoint": result.get("final_checkpoint"),
+        "resumed_from": result.get("resumed_from"),
+        "dataset": {
+            "repo": dataset.get("repo") or dataset.get("data_repo"),
+            "rev": dataset.get("rev"),
+            "path": dataset.get("path") or dataset.get("data_path"),
+            "content_hash": dataset.get("content_hash"),
+            **lineage,
+        },
         "cost_usd": report["cost_usd"],
         "on_demand_cost_usd": report["on_demand_cost_usd"],
     }
