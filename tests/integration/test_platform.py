@@ -37,9 +37,9 @@ def test_up_trigger_down_leaves_nothing(tmp_path: Path):
     stack = LocalStack(home=tmp_path / "state", ports=free_ports())
     try:
         timings = stack.up(announce=False)
-        assert requests.get(f"{stack.airflow_url}/api/v2/monitor/health", timeout=5).json()["metadatabase"][
-            "status"
-        ] == "healthy"
+        health = requests.get(f"{stack.airflow_url}/api/v2/monitor/health", timeout=5).json()
+        assert health["metadatabase"]["status"] == "healthy"
+        assert health["scheduler"]["status"] == "healthy"
         assert requests.get(f"{stack.mlflow_url}/health", timeout=5).ok
         assert timings["settings applied"] > 0
 
@@ -52,7 +52,7 @@ def test_up_trigger_down_leaves_nothing(tmp_path: Path):
         assert wrong.value.status_code == 401
 
         client = AirflowClient(stack.airflow_url, "admin", passwords["admin"])
-        # airflow_settings.yaml was applied: pool, MLflow connection, Variables pointing into the state folder.
+        # airflow_settings.yaml was applied: pool, MLflow connection, Variables pointing into the state dir.
         assert client.get("/pools/spot_training")["slots"] == 2
         assert client.get("/connections/mlflow_default")["host"] == stack.mlflow_url
         assert client.get("/variables/tollgate_launch_backend")["value"] == "local"
