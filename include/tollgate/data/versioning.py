@@ -161,14 +161,21 @@ class DataRepo:
         """Manifests of all versions, oldest commit first (each with its ``rev`` and ``tag``)."""
         if not (self.path / ".git").exists():
             return []
-        tags = _git(
-            self.path, "tag", "--list", f"{TAG_PREFIX}*", "--sort=creatordate", "--format=%(refname:short)"
+        refs = _git(
+            self.path, "for-each-ref", f"refs/tags/{TAG_PREFIX}*", "--format=%(refname:short) %(*objectname)"
+        )
+        if not refs:
+            return []
+        history = _git(self.path, "rev-list", "--reverse", "--all").splitlines()
+        position = {sha: index for index, sha in enumerate(history)}
+        tagged = sorted(
+            (position[sha], tag, sha) for tag, sha in (line.split() for line in refs.splitlines())
         )
         found = []
-        for tag in filter(None, tags.splitlines()):
+        for _pos, tag, sha in tagged:
             manifest = json.loads(_git(self.path, "show", f"{tag}:{MANIFEST_PATH}"))
             manifest["tag"] = tag
-            manifest["rev"] = _git(self.path, "rev-list", "-n", "1", tag)
+            manifest["rev"] = sha
             found.append(manifest)
         return found
 
