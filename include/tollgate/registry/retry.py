@@ -4,6 +4,7 @@ are retried with capped exponential backoff until a deadline; anything else fail
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -11,23 +12,15 @@ from typing import TypeVar
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-_TRANSIENT_CODES = {
-    "TEMPORARILY_UNAVAILABLE",
-    "INTERNAL_ERROR",
-    "REQUEST_LIMIT_EXCEEDED",
-    "DEADLINE_EXCEEDED",
-}
-_TRANSIENT_WORDS = (
-    "failed with exception",  # MlflowException wrapping a requests/urllib3 connection error
-    "max retries exceeded",
-    "connection refused",
-    "connection reset",
-    "connection aborted",
-    "remote end closed",
-    "read timed out",
-    "database is locked",
-    "bad gateway",
-    "service unavailable",
+# Error codes a server sends when a later attempt may succeed. INTERNAL_ERROR is not among them: it is
+# also what every client-side MlflowException defaults to, so it counts only with a transient message.
+_TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
+_TRANSIENT_TEXT = re.compile(
+    r"failed with exception"  # the client wrapping a requests/urllib3 connection error
+    r"|failed with error code 5\d\d"  # a proxy or the server answering 502/503/504...
+    r"|max retries exceeded|connection refused|connection reset|connection aborted|remote end closed"
+    r"|read timed out|database is locked",
+    re.IGNORECASE,
 )
 
 
@@ -40,10 +33,7 @@ def is_transient(err: BaseException) -> bool:
     from mlflow.exceptions import MlflowException
 
     if isinstance(err, MlflowException):
-        if err.error_code in _TRANSIENT_CODES:
-            return True
-        text = str(err).lower()
-        return any(word in text for word in _TRANSIENT_WORDS)
+        return err.error_code in _TRANSIENT_CODES or bool(_TRANSIENT_TEXT.search(str(err)))
     return False
 
 

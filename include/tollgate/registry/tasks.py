@@ -45,7 +45,7 @@ def register_from_task(
         on_step=lambda step: print(f"registration: {step}", flush=True),
     )
     result = verify_model_version(registered["model_name"], registered["version"], trusted, tracking_uri=uri)
-    print(result.summary())
+    print(result.describe())
     print(
         f"CHALLENGER {registered['model_name']} version {registered['version']}"
         f"{'' if registered['created'] else ' (registered before; returned as is)'}\n"

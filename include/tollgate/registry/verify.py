@@ -57,6 +57,32 @@ class VerificationResult:
             return f"Model {target} verified: signed by trusted key {self.signer_key_id}, provenance matches."
         return f"Model {target} REFUSED: " + "; ".join(self.problems)
 
+    def describe(self) -> str:
+        """The summary plus the provenance facts a reviewer asks for, for task logs and the demo."""
+        lines = [self.summary()]
+        predicate = (self.provenance or {}).get("predicate") or {}
+        if predicate:
+            dataset, training = predicate.get("dataset", {}), predicate.get("training", {})
+            airflow, code = predicate.get("airflow", {}), predicate.get("code", {})
+            metrics = ", ".join(
+                f"{k} {v:.4f}" if isinstance(v, int | float) else f"{k} {v}"
+                for k, v in sorted((predicate.get("metrics") or {}).items())
+            )
+            lines += [
+                f"  dataset        rev {dataset.get('rev')} (content sha256 {dataset.get('content_hash')})",
+                f"  code           commit {code.get('git_commit')}{' (dirty)' if code.get('dirty') else ''}",
+                f"  training image {predicate.get('training_image')}",
+                f"  training run   {training.get('training_run_id')}: {training.get('attempts')} attempt(s), "
+                f"{training.get('preemptions')} preemption(s), "
+                f"final checkpoint {training.get('final_checkpoint')}",
+                f"  MLflow run     {(predicate.get('mlflow') or {}).get('run_id')}; Airflow "
+                f"{airflow.get('dag_id')} / {airflow.get('run_id')}",
+                f"  metrics        {metrics}",
+                f"  signature      sha256 {self.signature_sha256}",
+                f"  provenance     sha256 {self.provenance_sha256}",
+            ]
+        return "\n".join(lines)
+
     def raise_for_problems(self) -> VerificationResult:
         if not self.ok:
             raise ModelVerificationError(self)
