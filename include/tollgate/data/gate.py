@@ -175,7 +175,12 @@ def read_landed(data: bytes) -> pd.DataFrame:
             return pd.StringDtype()
         return None
 
-    return table.to_pandas(types_mapper=mapper).reset_index(drop=True)
+    frame = table.to_pandas(types_mapper=mapper).reset_index(drop=True)
+    # Integer columns without gaps as numpy int64: GX checks those vectorised (Int64 goes value by value).
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.Int64Dtype) and not frame[column].hasnans:
+            frame[column] = frame[column].to_numpy(dtype="int64")
+    return frame
 
 
 def run_gate(
