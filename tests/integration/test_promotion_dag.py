@@ -68,8 +68,10 @@ def champion(world) -> str | None:
 
 def tamper(world, version: str) -> None:
     """Change one byte of a stored file of the version, in the MLflow artifact store itself."""
+    from tollgate.registry.verify import logged_model_id_of
+
     mv = world["mlflow"].get_model_version(MODEL, version)
-    logged = world["mlflow"].get_logged_model(mv.model_id)
+    logged = world["mlflow"].get_logged_model(logged_model_id_of(mv))
     root = world["stack"].home / "mlflow" / "artifacts"
     candidates = [p for p in root.rglob("model_config.json") if logged.model_id in str(p)]
     assert candidates, f"no stored files found for logged model {logged.model_id} under {root}"
