@@ -42,8 +42,9 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
         endpoint = s3_endpoint_url()
         if endpoint:
             options["endpoint_url"] = endpoint
-        # Directory listings must see objects written a moment ago by another process.
-        fs = fsspec.filesystem("s3", use_listings_cache=False, skip_instance_cache=True, **options)
+        # Listings must see objects another process wrote a moment ago: no listings cache. The client
+        # itself is reused (fsspec's instance cache, keyed by these options; safe across fork).
+        fs = fsspec.filesystem("s3", use_listings_cache=False, **options)
         return fs, uri[len("s3://") :].rstrip("/")
     if is_remote(uri):
         fs, path = fsspec.core.url_to_fs(uri)
