@@ -64,6 +64,8 @@ def test_approver_approves_in_the_ui_and_champion_moves(
     assert page.get_by_text("Offline metrics on the same fresh holdout").first.is_visible()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "approval-page.png"), full_page=True)
+    # The approver's comment is required; it is recorded on the model version with the decision.
+    page.get_by_role("textbox").last.fill("approved from the Airflow UI")
     approve.click()
 
     finished = admin_client.wait_for_run("evaluate_and_promote", run["dag_run_id"], timeout=300)
@@ -73,7 +75,9 @@ def test_approver_approves_in_the_ui_and_champion_moves(
     while alias_version(mlflow, MODEL, "champion") != version and time.monotonic() < deadline:
         time.sleep(1)
     assert alias_version(mlflow, MODEL, "champion") == version
-    assert mlflow.get_model_version(MODEL, version).tags["tollgate.approval.by"] == "approver"
+    record = mlflow.get_model_version(MODEL, version).tags
+    assert record["tollgate.approval.by"] == "approver"
+    assert record["tollgate.approval.comment"] == "approved from the Airflow UI"
 
     # The MLflow UI shows the alias on the version page too.
     page.goto(f"{local_platform.mlflow_url}/#/models/{MODEL}/versions/{version}")

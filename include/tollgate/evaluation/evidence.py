@@ -70,6 +70,18 @@ def gate_reasons(evidence: dict[str, Any]) -> list[str]:
     return [f"{name}: {reason}" for name, gate in evidence["gates"].items() for reason in gate["reasons"]]
 
 
+def dataset_facts(data: dict[str, Any]) -> str:
+    """Rows, quarantined rows and window, for the facts the dataset's lineage carries."""
+    facts = []
+    if data.get("rows") is not None:
+        facts.append(f"{data['rows']} rows")
+    if data.get("quarantined_rows") is not None:
+        facts.append(f"{data['quarantined_rows']} quarantined")
+    if data["window"][0]:
+        facts.append(f"window {data['window'][0]} → {data['window'][1]}")
+    return (", " + ", ".join(facts)) if facts else ""
+
+
 def approval_subject(evidence: dict[str, Any]) -> str:
     return f"Promote {evidence['model_name']} version {evidence['version']} to champion?"
 
@@ -85,9 +97,8 @@ def approval_body(evidence: dict[str, Any]) -> str:
         "",
         metrics_table(metrics["challenger"], metrics["champion"]),
         "",
-        f"- Dataset rev `{data['rev']}` (content sha256 `{(data['content_hash'] or '')[:16]}…`), "
-        f"{data['rows']} rows, {data['quarantined_rows']} quarantined, "
-        f"window {data['window'][0]} → {data['window'][1]}",
+        f"- Dataset rev `{data['rev']}` (content sha256 `{(data['content_hash'] or '')[:16]}…`)"
+        + dataset_facts(data),
         f"- Training: {train['attempts']} attempt(s), {train['preemptions']} spot preemption(s), "
         f"final weights from checkpoint `{train['final_checkpoint']}`",
         f"- Signature: {'verified' if sig['ok'] else 'REFUSED'} (key `{sig['signer_key_id']}`, "
