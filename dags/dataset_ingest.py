@@ -5,7 +5,7 @@ Runs **daily** for its data interval, and **also whenever the upstream system po
 `landing_ad_impressions` through the REST API with the day in `extra`:
 
 ```
-GET  /api/v2/assets?uri_pattern=tollgate://landing/ad_impressions      -> the asset id
+GET  /api/v2/assets?uri_pattern=tollgate.landing.ad_impressions      -> the asset id
 POST /api/v2/assets/events  {"asset_id": <id>, "extra": {"partition": "2024-03-01"}}
 ```
 
