@@ -8,6 +8,7 @@ Every test must carry one layer marker (dags, unit, integration, e2e) so a layer
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -42,3 +43,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def session_dir() -> Path:
     return _SESSION_DIR
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's state folder (set TOLLGATE_KEEP_TEST_STATE=1 to keep it for debugging)."""
+    if not os.environ.get("TOLLGATE_KEEP_TEST_STATE"):
+        shutil.rmtree(_SESSION_DIR, ignore_errors=True)
