@@ -45,6 +45,7 @@ def session_dir() -> Path:
     return _SESSION_DIR
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish has torn down the session fixtures
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove the session's state folder (set TOLLGATE_KEEP_TEST_STATE=1 to keep it for debugging)."""
     if not os.environ.get("TOLLGATE_KEEP_TEST_STATE"):
