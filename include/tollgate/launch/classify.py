@@ -61,12 +61,7 @@ def classify_exit(exit_code: int | None, *, interrupted: bool = False) -> Classi
             Outcome.FAILED, f"killed by {name} without a spot interruption (e.g. out of memory)", exit_code
         )
     if exit_code == exit_codes.BAD_INPUT:
-        return Classification(
-            Outcome.FAILED,
-            "trainer rejected its input (exit 2, bad input): a retry cannot fix it",
-            exit_code,
-            False,
-        )
+        return _bad_input(exit_code)
     return Classification(Outcome.FAILED, f"trainer failed with exit code {exit_code}", exit_code)
 
 
@@ -113,12 +108,7 @@ def classify_pod(pod: Mapping[str, Any] | None, container: str = "base") -> Clas
     if meta.get("deletionTimestamp"):
         return Classification(Outcome.PREEMPTED, "pod deleted while running", exit_code)
     if exit_code == exit_codes.BAD_INPUT:
-        return Classification(
-            Outcome.FAILED,
-            "trainer rejected its input (exit 2, bad input): a retry cannot fix it",
-            exit_code,
-            False,
-        )
+        return _bad_input(exit_code)
     if exit_code is None:
         phase = status.get("phase") or "unknown"
         return Classification(Outcome.FAILED, f"pod ended in phase {phase} without a container exit code")
@@ -139,3 +129,13 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+def _bad_input(exit_code: int) -> Classification:
+    """Exit 2: the trainer refused its input; no retry can fix it, so no budget is spent on one."""
+    return Classification(
+        Outcome.FAILED,
+        "trainer rejected its input (exit 2, bad input): a retry cannot fix it",
+        exit_code,
+        False,
+    )

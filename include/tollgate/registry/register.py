@@ -176,9 +176,7 @@ def _find_or_make_signed_model(
                 model, client=client, key=key, statement_inputs=statement_inputs
             )
             tags = _tags_for(trained, info.sha256, info.key_id, provenance_sha256)
-        client.set_logged_model_tags(model.model_id, {**tags, names.TAG_SIGNED: "true"})
-        on_step("signed")
-        return client.get_logged_model(model.model_id)
+        return _mark_signed(client, model, tags, on_step)
 
     on_step("logging model")
     trained_dir = fetch_trained_dir(trained["model_uri"], work, training_run_id)
@@ -193,6 +191,13 @@ def _find_or_make_signed_model(
         model, client=client, key=key, statement_inputs=statement_inputs
     )
     tags = _tags_for(trained, info.sha256, info.key_id, provenance_sha256)
+    return _mark_signed(client, model, tags, on_step)
+
+
+def _mark_signed(
+    client: MlflowClient, model: LoggedModel, tags: dict[str, str], on_step: Callable
+) -> LoggedModel:
+    """Tag the logged model as completely signed (the marker later attempts trust) and re-read it."""
     client.set_logged_model_tags(model.model_id, {**tags, names.TAG_SIGNED: "true"})
     on_step("signed")
     return client.get_logged_model(model.model_id)
