@@ -48,12 +48,10 @@ default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seco
 
 
 def _settings() -> Any:
-    from airflow.sdk import Variable
-
-    from tollgate.config import default_for
     from tollgate.data.pipeline import IngestSettings
+    from tollgate.runtime import setting
 
-    return IngestSettings.from_variables(lambda name: Variable.get(name, default=default_for(name)))
+    return IngestSettings.from_variables(setting)
 
 
 @dag(
