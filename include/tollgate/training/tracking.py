@@ -131,6 +131,7 @@ class MlflowTracker:
             return
         import mlflow.data
         from mlflow.entities import DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
 
         rev = dataset.get("rev") or "local-file"
         ds = mlflow.data.from_pandas(
@@ -142,7 +143,18 @@ class MlflowTracker:
         )
         tags = [InputTag("mlflow.data.context", "training")]
         tags += [InputTag(f"dvc.{k}", str(v)) for k, v in dataset.items() if v is not None]
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(ds._to_mlflow_entity(), tags=tags)])
+        inputs = [DatasetInput(ds._to_mlflow_entity(), tags=tags)]
+        # Two trainings on the same dataset version (parallel spot runs) may both insert its row at the
+        # same moment; the server answers the loser with a unique-constraint error. The row then exists,
+        # and logging again links it to this run.
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                break
+            except MlflowException as exc:
+                if "UNIQUE constraint failed: datasets" not in str(exc) or attempt == 2:
+                    raise
+                time.sleep(0.5)
         self._has_dataset = True
 
     def set_tags(self, tags: dict[str, Any]) -> None:
