@@ -9,6 +9,9 @@ STAMP := $(VENV)/.tollgate-installed
 WHEELHOUSE ?= /opt/wheels
 TORCH_SOURCE ?= $(if $(wildcard $(WHEELHOUSE)),--find-links $(WHEELHOUSE),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 PYTEST_ARGS ?=
+# Two xdist workers: one owns the session platform (its tests are one group, started first), the other
+# takes the fast layers and the service-level tests; --durations shows where the time goes.
+PYTEST_PARALLEL ?= -n 2 --dist loadgroup --no-loadscope-reorder --durations=25
 
 .PHONY: setup lock up down status demo test lint bench browser-deps clean-state
 
@@ -45,7 +48,7 @@ browser-deps:
 
 test: setup browser-deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

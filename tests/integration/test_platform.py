@@ -1,85 +1,59 @@
-"""The local platform comes up on free ports, runs a DAG triggered through the REST API with a token,
-and goes down leaving no process behind."""
+"""The local platform comes up on free ports and runs a DAG triggered through the REST API with a token.
+
+The session platform (tests/fixtures/platform.py) is the one under test: it came up through the same
+``LocalStack.up`` as ``make up``, and its teardown checks that ``down`` leaves no process behind.
+"""
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.fixtures.platform import free_ports
+from tests.fixtures.platform import free_ports, processes_of
 from tollgate.platform.api import AirflowAPIError, AirflowClient
 from tollgate.platform.processes import ServiceError
 from tollgate.platform.stack import LocalStack
 
 
-def processes_of(home: Path) -> list[int]:
-    """PIDs whose environment points at this platform's state folder (every service and task has it)."""
-    marker = f"TOLLGATE_HOME={home}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-        except OSError:
-            continue
-        if marker in environ.split(b"\0"):
-            found.append(int(entry))
-    return found
-
-
 @pytest.mark.integration
-def test_up_trigger_down_leaves_nothing(tmp_path: Path):
-    stack = LocalStack(home=tmp_path / "state", ports=free_ports())
+def test_platform_is_healthy_applies_settings_and_runs_a_dag(local_platform, admin_client):
+    stack = local_platform
+    health = requests.get(f"{stack.airflow_url}/api/v2/monitor/health", timeout=5).json()
+    assert health["metadatabase"]["status"] == "healthy"
+    assert health["scheduler"]["status"] == "healthy"
+    assert requests.get(f"{stack.mlflow_url}/health", timeout=5).ok
+
+    passwords = stack.passwords()
+    assert set(passwords) == {"admin", "approver"}
+    assert (stack.home / "airflow" / "passwords.json").stat().st_mode & 0o077 == 0
+
+    with pytest.raises(AirflowAPIError) as wrong:
+        AirflowClient(stack.airflow_url, "admin", "not-the-password")
+    assert wrong.value.status_code == 401
+
+    client = admin_client
+    # airflow_settings.yaml was applied: pool, MLflow connection, Variables pointing into the state dir.
+    assert client.get("/pools/spot_training")["slots"] == 2
+    assert client.get("/connections/mlflow_default")["host"] == stack.mlflow_url
+    assert client.get("/variables/tollgate_launch_backend")["value"] == "local"
+    assert client.get("/variables/tollgate_storage_root")["value"] == str(stack.home / "storage")
+
+    client.wait_for_dag("smoke_check")
+    client.unpause("smoke_check")
     try:
-        timings = stack.up(announce=False)
-        health = requests.get(f"{stack.airflow_url}/api/v2/monitor/health", timeout=5).json()
-        assert health["metadatabase"]["status"] == "healthy"
-        assert health["scheduler"]["status"] == "healthy"
-        assert requests.get(f"{stack.mlflow_url}/health", timeout=5).ok
-        assert timings["settings applied"] > 0
-
-        passwords = stack.passwords()
-        assert set(passwords) == {"admin", "approver"}
-        assert (tmp_path / "state" / "airflow" / "passwords.json").stat().st_mode & 0o077 == 0
-
-        with pytest.raises(AirflowAPIError) as wrong:
-            AirflowClient(stack.airflow_url, "admin", "not-the-password")
-        assert wrong.value.status_code == 401
-
-        client = AirflowClient(stack.airflow_url, "admin", passwords["admin"])
-        # airflow_settings.yaml was applied: pool, MLflow connection, Variables pointing into the state dir.
-        assert client.get("/pools/spot_training")["slots"] == 2
-        assert client.get("/connections/mlflow_default")["host"] == stack.mlflow_url
-        assert client.get("/variables/tollgate_launch_backend")["value"] == "local"
-        assert client.get("/variables/tollgate_storage_root")["value"] == str(tmp_path / "state" / "storage")
-
-        client.wait_for_dag("smoke_check")
-        client.unpause("smoke_check")
         run = client.trigger("smoke_check")
         finished = client.wait_for_run("smoke_check", run["dag_run_id"], timeout=180)
-        assert finished["state"] == "success"
-        log = client.task_log("smoke_check", run["dag_run_id"], "report")
-        assert f"tollgate_storage_root = {tmp_path / 'state' / 'storage'}" in log
-
-        assert processes_of(stack.home), "expected the platform's processes to be found while it runs"
-        assert "running" in stack.status()
     finally:
-        stopped = stack.down(quiet=True)
-    assert set(stopped) == {
-        "mlflow-server",
-        "airflow-api-server",
-        "airflow-scheduler",
-        "airflow-dag-processor",
-        "airflow-triggerer",
-    }
-    assert processes_of(stack.home) == []
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"{stack.airflow_url}/api/v2/monitor/health", timeout=2)
+        client.patch("/dags/smoke_check", {"is_paused": True})
+    assert finished["state"] == "success"
+    log = client.task_log("smoke_check", run["dag_run_id"], "report")
+    assert f"tollgate_storage_root = {stack.home / 'storage'}" in log
+
+    assert processes_of(stack.home), "expected the platform's processes to be found while it runs"
+    assert "running" in stack.status()
 
 
 @pytest.mark.unit

@@ -77,10 +77,17 @@ class StackState:
 class LocalStack:
     """One local platform rooted at ``home`` (default: the state folder)."""
 
-    def __init__(self, home: Path | None = None, ports: Ports | None = None, parallelism: int = 4):
+    def __init__(
+        self,
+        home: Path | None = None,
+        ports: Ports | None = None,
+        parallelism: int = 4,
+        dag_refresh_seconds: int = 20,
+    ):
         self.home = (home or state_dir()).resolve()
         self.ports = ports or Ports.from_env()
         self.parallelism = parallelism
+        self.dag_refresh_seconds = dag_refresh_seconds  # how often the dag-processor looks for new files
         # Seconds each service may take to become healthy (a loaded laptop or CI runner can be slow).
         self.startup_timeout = float(os.environ.get("TOLLGATE_STARTUP_TIMEOUT", 300))
         self.logs = self.home / "logs"
@@ -129,7 +136,7 @@ class LocalStack:
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.ensure_token(secret_dir / "jwt_secret"),
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports.worker_log),
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.ports.trigger_log),
-                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(self.dag_refresh_seconds),
                 "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
                 # How often expired approval requests are resolved (their default, Reject, applies).
                 "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
