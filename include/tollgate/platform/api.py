@@ -71,55 +71,19 @@ class AirflowClient:
         self.base_url = base_url.rstrip("/")
         self.token = fetch_token(self.base_url, username, password or "") if username is not None else None
         self.api_client = ApiClient(_configuration(self.base_url, self.token))
-
-    # ---- the official client's API classes ---------------------------------------------------
-    @cached_property
-    def dags(self) -> DAGApi:
-        return DAGApi(self.api_client)
-
-    @cached_property
-    def dag_runs(self) -> DagRunApi:
-        return DagRunApi(self.api_client)
-
-    @cached_property
-    def task_instances(self) -> TaskInstanceApi:
-        return TaskInstanceApi(self.api_client)
-
-    @cached_property
-    def assets(self) -> AssetApi:
-        return AssetApi(self.api_client)
-
-    @cached_property
-    def xcoms(self) -> XComApi:
-        return XComApi(self.api_client)
-
-    @cached_property
-    def variables(self) -> VariableApi:
-        return VariableApi(self.api_client)
-
-    @cached_property
-    def connections(self) -> ConnectionApi:
-        return ConnectionApi(self.api_client)
-
-    @cached_property
-    def pools(self) -> PoolApi:
-        return PoolApi(self.api_client)
-
-    @cached_property
-    def backfills(self) -> BackfillApi:
-        return BackfillApi(self.api_client)
-
-    @cached_property
-    def plugins(self) -> PluginApi:
-        return PluginApi(self.api_client)
-
-    @cached_property
-    def import_errors(self) -> ImportErrorApi:
-        return ImportErrorApi(self.api_client)
-
-    @cached_property
-    def monitor(self) -> MonitorApi:
-        return MonitorApi(self.api_client)
+        # The official client's API classes, one per REST resource.
+        self.dags = DAGApi(self.api_client)
+        self.dag_runs = DagRunApi(self.api_client)
+        self.task_instances = TaskInstanceApi(self.api_client)
+        self.assets = AssetApi(self.api_client)
+        self.xcoms = XComApi(self.api_client)
+        self.variables = VariableApi(self.api_client)
+        self.connections = ConnectionApi(self.api_client)
+        self.pools = PoolApi(self.api_client)
+        self.backfills = BackfillApi(self.api_client)
+        self.plugins = PluginApi(self.api_client)
+        self.import_errors = ImportErrorApi(self.api_client)
+        self.monitor = MonitorApi(self.api_client)
 
     @cached_property
     def session(self) -> requests.Session:
