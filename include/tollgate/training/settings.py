@@ -22,7 +22,6 @@ from tollgate.data import schema
 from tollgate.training.errors import BadInput
 
 QUALITIES = ("normal", "degraded")
-REQUIRED = ("checkpoint-uri", "output-uri", "training-run-id")
 
 AIRFLOW_ENV = (
     "TOLLGATE_AIRFLOW_DAG_ID",
@@ -129,10 +128,6 @@ def _flag(field: str) -> str:
 
 def _env(field: str) -> str:
     return "TOLLGATE_" + field.upper()
-
-
-def env_name(arg: str) -> str:
-    return _env(arg.replace("-", "_"))
 
 
 def _parser() -> argparse.ArgumentParser:
