@@ -19,6 +19,8 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from airflow_client.client.models import AssetEventResponse, DAGRunResponse, TaskInstanceHistoryResponse
+
 from tollgate.platform.api import AirflowClient
 from tollgate.platform.approvals import answer_approval, wait_for_pending_approval
 from tollgate.platform.processes import ServiceError
@@ -47,39 +49,33 @@ class Demo:
         self.summary: dict[str, Any] = {}
 
     # ---- helpers ---------------------------------------------------------------------------
-    def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return self.admin.get(f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 50})[
-            "dag_runs"
-        ]
+    def runs(self, dag_id: str) -> list[DAGRunResponse]:
+        return self.admin.dag_runs.get_dag_runs(dag_id, order_by=["-run_after"], limit=50).dag_runs
 
     def wait_idle(self, dag_id: str, timeout: float = 900) -> None:
         """Wait until no run of ``dag_id`` is queued or running."""
         deadline = time.monotonic() + timeout
-        while any(r["state"] in ("queued", "running") for r in self.runs(dag_id)):
+        while any(r.state in ("queued", "running") for r in self.runs(dag_id)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{dag_id} still has active runs after {timeout:.0f} s")
             time.sleep(2)
 
-    def wait_new_run(self, dag_id: str, known: set[str], timeout: float = 300) -> dict[str, Any]:
+    def wait_new_run(self, dag_id: str, known: set[str], timeout: float = 300) -> DAGRunResponse:
         deadline = time.monotonic() + timeout
         while True:
-            fresh = [r for r in self.runs(dag_id) if r["dag_run_id"] not in known]
+            fresh = [r for r in self.runs(dag_id) if r.dag_run_id not in known]
             if fresh:
                 return fresh[0]
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no new {dag_id} run within {timeout:.0f} s")
             time.sleep(1)
 
-    def asset_events(self, uri: str) -> list[dict[str, Any]]:
-        asset = self.admin.get("/assets", params={"uri_pattern": uri})["assets"][0]
-        return self.admin.get("/assets/events", params={"asset_id": asset["id"], "order_by": "timestamp"})[
-            "asset_events"
-        ]
+    def asset_events(self, uri: str) -> list[AssetEventResponse]:
+        asset_id = self.admin.asset_id(uri)
+        return self.admin.assets.get_asset_events(asset_id=asset_id, order_by=["timestamp"]).asset_events
 
-    def tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
-        return self.admin.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries")[
-            "task_instances"
-        ]
+    def tries(self, dag_id: str, run_id: str, task_id: str) -> list[TaskInstanceHistoryResponse]:
+        return self.admin.task_instances.get_task_instance_tries(dag_id, run_id, task_id).task_instances
 
     # ---- stages ----------------------------------------------------------------------------
     def ingest(self, days: list[date]) -> None:
@@ -98,37 +94,32 @@ class Demo:
         self.admin.unpause(INGEST)
         time.sleep(3)  # the scheduler creates the run of the latest daily interval on unpause
         self.wait_idle(INGEST)
-        landing_asset = self.admin.get("/assets", params={"uri_pattern": LANDING_IMPRESSIONS.uri})["assets"][
-            0
-        ]
         for day in days:
-            known = {r["dag_run_id"] for r in self.runs(INGEST)}
-            self.admin.post(
-                "/assets/events", {"asset_id": landing_asset["id"], "extra": {"partition": str(day)}}
-            )
+            known = {r.dag_run_id for r in self.runs(INGEST)}
+            self.admin.post_asset_event(LANDING_IMPRESSIONS.uri, {"partition": str(day)})
             run = self.wait_new_run(INGEST, known)
-            done = self.admin.wait_for_run(INGEST, run["dag_run_id"], timeout=900)
-            say(f"  landing event dt={day} -> {INGEST} run {run['dag_run_id']}: {done['state']}")
+            done = self.admin.wait_for_run(INGEST, run.dag_run_id, timeout=900)
+            say(f"  landing event dt={day} -> {INGEST} run {run.dag_run_id}: {done.state.value}")
         events = self.asset_events(CURATED_DATASET.uri)
-        latest = events[-1]["extra"]
+        latest = events[-1].extra
         self.summary["dataset"] = latest
-        self.summary["dataset_versions"] = [describe_version(e["extra"]) for e in events]
-        self.summary["quarantined_total"] = sum(int(e["extra"]["quarantined_rows"]) for e in events)
+        self.summary["dataset_versions"] = [describe_version(e.extra) for e in events]
+        self.summary["quarantined_total"] = sum(int(e.extra["quarantined_rows"]) for e in events)
 
     def train(self, conf: dict[str, Any], label: str) -> dict[str, Any]:
         self.admin.wait_for_dag(TRAIN)
         self.admin.unpause(TRAIN)
-        known_promote = {r["dag_run_id"] for r in self.runs(PROMOTE)}
+        known_promote = {r.dag_run_id for r in self.runs(PROMOTE)}
         run = self.admin.trigger(TRAIN, conf=conf)
-        say(f"  {TRAIN} run {run['dag_run_id']} ({label})")
-        done = self.admin.wait_for_run(TRAIN, run["dag_run_id"], timeout=1800)
-        if done["state"] != "success":
-            raise RuntimeError(f"{TRAIN} run {run['dag_run_id']} ended {done['state']}: see the Airflow UI")
-        tries = self.tries(TRAIN, run["dag_run_id"], "train_local")
-        trained = self.admin.xcom(TRAIN, run["dag_run_id"], "register_challenger")
+        say(f"  {TRAIN} run {run.dag_run_id} ({label})")
+        done = self.admin.wait_for_run(TRAIN, run.dag_run_id, timeout=1800)
+        if done.state != "success":
+            raise RuntimeError(f"{TRAIN} run {run.dag_run_id} ended {done.state.value}: see the Airflow UI")
+        tries = self.tries(TRAIN, run.dag_run_id, "train_local")
+        trained = self.admin.xcom(TRAIN, run.dag_run_id, "register_challenger")
         promote_run = self.wait_new_run(PROMOTE, known_promote)
         return {
-            "run_id": run["dag_run_id"],
+            "run_id": run.dag_run_id,
             "tries": tries,
             "registered": trained,
             "promote_run": promote_run,
@@ -149,30 +140,24 @@ class Demo:
             "one injected preemption",
         )
         self.summary["first"] = first
-        say(f"  trained in {len(first['tries'])} tries: " + ", ".join(t["state"] for t in first["tries"]))
+        say(f"  trained in {len(first['tries'])} tries: " + ", ".join(t.state.value for t in first["tries"]))
         registered = first["registered"]
         say(f"  registered {registered['model_name']} v{registered['version']} as challenger")
 
-        say(
-            f"Stage 3: {PROMOTE} run {first['promote_run']['dag_run_id']} (scheduled by the challenger Asset)"
-        )
-        detail = wait_for_pending_approval(
-            self.admin, PROMOTE, first["promote_run"]["dag_run_id"], timeout=900
-        )
-        say(f"  approval requested from {[u['id'] for u in detail['assigned_users']]}: {detail['subject']}")
+        say(f"Stage 3: {PROMOTE} run {first['promote_run'].dag_run_id} (scheduled by the challenger Asset)")
+        detail = wait_for_pending_approval(self.admin, PROMOTE, first["promote_run"].dag_run_id, timeout=900)
+        say(f"  approval requested from {[u.id for u in detail.assigned_users or []]}: {detail.subject}")
         approver = AirflowClient(self.stack.airflow_url, "approver", self.stack.passwords()["approver"])
         say("  the demo now answers as the `approver` user through the REST API, standing in for the person")
-        answer_approval(
-            approver, PROMOTE, first["promote_run"]["dag_run_id"], "Approve", "demo: gates passed"
-        )
-        promoted = self.admin.wait_for_run(PROMOTE, first["promote_run"]["dag_run_id"], timeout=600)
-        say(f"  {PROMOTE}: {promoted['state']}")
+        answer_approval(approver, PROMOTE, first["promote_run"].dag_run_id, "Approve", "demo: gates passed")
+        promoted = self.admin.wait_for_run(PROMOTE, first["promote_run"].dag_run_id, timeout=600)
+        say(f"  {PROMOTE}: {promoted.state.value}")
 
         say("Stage 4: a second round with a deliberately worse model (Param quality=degraded)")
         second = self.train({"quality": "degraded", "seed": 7}, "degraded model")
         self.summary["second"] = second
-        rejected = self.admin.wait_for_run(PROMOTE, second["promote_run"]["dag_run_id"], timeout=900)
-        say(f"  {PROMOTE}: {rejected['state']}")
+        rejected = self.admin.wait_for_run(PROMOTE, second["promote_run"].dag_run_id, timeout=900)
+        say(f"  {PROMOTE}: {rejected.state.value}")
 
         from tollgate.evaluation.promotion import alias_version
         from tollgate.registry.register import mlflow_client
@@ -195,9 +180,9 @@ def print_summary(demo: Demo, seconds: float) -> None:
 
     s, stack = demo.summary, demo.stack
     first, second = s["first"], s["second"]
-    evidence = demo.admin.xcom(PROMOTE, first["promote_run"]["dag_run_id"], "assemble_evidence")
+    evidence = demo.admin.xcom(PROMOTE, first["promote_run"].dag_run_id, "assemble_evidence")
     metrics = evidence["metrics"]
-    rejected_evidence = demo.admin.xcom(PROMOTE, second["promote_run"]["dag_run_id"], "assemble_evidence")
+    rejected_evidence = demo.admin.xcom(PROMOTE, second["promote_run"].dag_run_id, "assemble_evidence")
     tags = s["first_tags"]
     lines = [
         "",
@@ -207,7 +192,7 @@ def print_summary(demo: Demo, seconds: float) -> None:
         "Dataset versions (DVC):",
         *[f"  {v}" for v in s["dataset_versions"]],
         f"Quarantined rows (kept with reasons): {s['quarantined_total']}",
-        f"Training: {len(first['tries'])} tries ({', '.join(t['state'] for t in first['tries'])}); "
+        f"Training: {len(first['tries'])} tries ({', '.join(t.state.value for t in first['tries'])}); "
         f"preemptions {evidence['training']['preemptions']}, "
         f"resumed from {evidence['training']['resumed_from']}",
         f"Model: {first['registered']['model_name']} v{first['registered']['version']}, "

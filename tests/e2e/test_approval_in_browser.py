@@ -48,7 +48,7 @@ def test_approver_approves_in_the_ui_and_champion_moves(
 
     version = signed_challenger(MODEL, "browser-first", seed=1)  # the session's first model, if trained
     run = admin_client.trigger("evaluate_and_promote", conf={"model_name": MODEL, "version": version})
-    detail = wait_for_pending_approval(admin_client, "evaluate_and_promote", run["dag_run_id"])
+    detail = wait_for_pending_approval(admin_client, "evaluate_and_promote", run.dag_run_id)
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{local_platform.airflow_url}/auth/login")
@@ -58,7 +58,7 @@ def test_approver_approves_in_the_ui_and_champion_moves(
     page.wait_for_url(lambda url: "/auth/login" not in url, timeout=60_000)
 
     page.goto(f"{local_platform.airflow_url}/required_actions?response_received=false")
-    page.get_by_text(detail["subject"]).first.click(timeout=60_000)
+    page.get_by_text(detail.subject).first.click(timeout=60_000)
     approve = page.get_by_role("button", name="Approve")
     approve.wait_for(timeout=60_000)
     assert page.get_by_text("Offline metrics on the same fresh holdout").first.is_visible()
@@ -68,8 +68,8 @@ def test_approver_approves_in_the_ui_and_champion_moves(
     page.get_by_role("textbox").last.fill("approved from the Airflow UI")
     approve.click()
 
-    finished = admin_client.wait_for_run("evaluate_and_promote", run["dag_run_id"], timeout=300)
-    assert finished["state"] == "success"
+    finished = admin_client.wait_for_run("evaluate_and_promote", run.dag_run_id, timeout=300)
+    assert finished.state == "success"
     mlflow = MlflowClient(tracking_uri=local_platform.mlflow_url, registry_uri=local_platform.mlflow_url)
     deadline = time.monotonic() + 30
     while alias_version(mlflow, MODEL, "champion") != version and time.monotonic() < deadline:

@@ -20,7 +20,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tollgate.data import generator, schema, storage
+from tollgate import storage
+from tollgate.data import generator, schema
 from tollgate.data.gate import REASONS_COLUMN, SOURCE_ROW_COLUMN
 from tollgate.data.versioning import DataRepo
 

@@ -26,7 +26,8 @@ from tests.integration.test_ingest_dag import (
     task_states,
     xcom,
 )
-from tollgate.data import generator, schema, storage
+from tollgate import storage
+from tollgate.data import generator, schema
 
 pytestmark = pytest.mark.integration
 

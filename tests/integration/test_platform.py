@@ -32,24 +32,24 @@ def test_platform_is_healthy_applies_settings_and_runs_a_dag(local_platform, adm
 
     with pytest.raises(AirflowAPIError) as wrong:
         AirflowClient(stack.airflow_url, "admin", "not-the-password")
-    assert wrong.value.status_code == 401
+    assert wrong.value.status == 401
 
     client = admin_client
     # airflow_settings.yaml was applied: pool, MLflow connection, Variables pointing into the state dir.
-    assert client.get("/pools/spot_training")["slots"] == 2
-    assert client.get("/connections/mlflow_default")["host"] == stack.mlflow_url
-    assert client.get("/variables/tollgate_launch_backend")["value"] == "local"
-    assert client.get("/variables/tollgate_storage_root")["value"] == str(stack.home / "storage")
+    assert client.pools.get_pool("spot_training").slots == 2
+    assert client.connections.get_connection("mlflow_default").host == stack.mlflow_url
+    assert client.variables.get_variable("tollgate_launch_backend").value == "local"
+    assert client.variables.get_variable("tollgate_storage_root").value == str(stack.home / "storage")
 
     client.wait_for_dag("smoke_check")
     client.unpause("smoke_check")
     try:
         run = client.trigger("smoke_check")
-        finished = client.wait_for_run("smoke_check", run["dag_run_id"], timeout=180)
+        finished = client.wait_for_run("smoke_check", run.dag_run_id, timeout=180)
     finally:
-        client.patch("/dags/smoke_check", {"is_paused": True})
-    assert finished["state"] == "success"
-    log = client.task_log("smoke_check", run["dag_run_id"], "report")
+        client.pause("smoke_check")
+    assert finished.state == "success"
+    log = client.task_log("smoke_check", run.dag_run_id, "report")
     assert f"tollgate_storage_root = {stack.home / 'storage'}" in log
 
     assert processes_of(stack.home), "expected the platform's processes to be found while it runs"

@@ -52,11 +52,12 @@ def world(local_platform, admin_client, signed_challenger, promotion_dags):
 
 def evaluate(world, version: str, **conf) -> str:
     run = world["admin"].trigger(PROMOTE, conf={"model_name": MODEL, "version": version, **conf})
-    return run["dag_run_id"]
+    return run.dag_run_id
 
 
 def states(world, dag_id: str, run_id: str) -> dict[str, str]:
-    return {ti["task_id"]: ti["state"] for ti in world["admin"].task_instances(dag_id, run_id)}
+    tis = world["admin"].task_instances.get_task_instances(dag_id, run_id).task_instances
+    return {ti.task_id: ti.state for ti in tis}
 
 
 def tags(world, version: str) -> dict[str, str]:
@@ -85,18 +86,18 @@ def tamper(world, version: str) -> None:
 def test_first_model_approved_by_the_assigned_approver_only(world):
     run_id = evaluate(world, world["versions"]["first"])
     detail = wait_for_pending_approval(world["admin"], PROMOTE, run_id)
-    assert [u["id"] for u in detail["assigned_users"]] == ["approver"]
-    assert "| auc |" in detail["body"] and "(none yet)" in detail["body"]  # first model: no champion
-    assert "spot preemption" in detail["body"] and "Signature: verified" in detail["body"]
+    assert [u.id for u in detail.assigned_users] == ["approver"]
+    assert "| auc |" in detail.body and "(none yet)" in detail.body  # first model: no champion
+    assert "spot preemption" in detail.body and "Signature: verified" in detail.body
 
     with pytest.raises(AirflowAPIError) as refused:  # admin is not an assigned approver
         answer_approval(world["admin"], PROMOTE, run_id, "Approve")
-    assert refused.value.status_code == 403
+    assert refused.value.status == 403
     assert champion(world) is None
     assert states(world, PROMOTE, run_id)["approval"] == "awaiting_input"
 
     answer_approval(world["approver"], PROMOTE, run_id, "Approve", comment="metrics above the floors")
-    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300)["state"] == "success"
+    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300).state == "success"
     assert champion(world) == world["versions"]["first"]
     record = tags(world, world["versions"]["first"])
     assert record[TAG_DECISION] == "approved" and record[TAG_DECIDED_BY] == "approver"
@@ -106,7 +107,7 @@ def test_first_model_approved_by_the_assigned_approver_only(world):
 def test_worse_model_rejected_by_the_offline_gate_without_asking(world):
     version = world["versions"]["degraded"]
     run_id = evaluate(world, version)
-    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300)["state"] == "success"
+    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300).state == "success"
     tis = states(world, PROMOTE, run_id)
     assert (
         tis["approval"] == "skipped" and tis["reject_on_gates"] == "success" and tis["promote"] == "skipped"
@@ -121,7 +122,7 @@ def test_human_rejection_and_timeout_leave_the_champion(world):
     run_id = evaluate(world, version)
     wait_for_pending_approval(world["admin"], PROMOTE, run_id)
     answer_approval(world["approver"], PROMOTE, run_id, "Reject", comment="wait for Monday's data")
-    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300)["state"] == "success"
+    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300).state == "success"
     rejected = tags(world, version)
     assert rejected[TAG_REJECTED] == "true" and rejected[TAG_DECIDED_BY] == "approver"
     assert "wait for Monday's data" in rejected["tollgate.rejection_reasons"]
@@ -129,7 +130,7 @@ def test_human_rejection_and_timeout_leave_the_champion(world):
 
     run_id = evaluate(world, version, approval_timeout_minutes=0.1)  # nobody answers within 6 s
     wait_for_pending_approval(world["admin"], PROMOTE, run_id)
-    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300)["state"] == "success"
+    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300).state == "success"
     timed_out = tags(world, version)
     assert timed_out[TAG_DECIDED_BY] == "timeout"
     assert "no approval answer before the response timeout" in timed_out["tollgate.rejection_reasons"]
@@ -142,12 +143,12 @@ def test_tampered_challenger_refused_then_rollbacks(world):
     run_id = evaluate(world, second)
     wait_for_pending_approval(world["admin"], PROMOTE, run_id)
     answer_approval(world["approver"], PROMOTE, run_id, "Approve")
-    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300)["state"] == "success"
+    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300).state == "success"
     assert champion(world) == second
     assert alias_version(world["mlflow"], MODEL, "previous") == world["versions"]["first"]
 
     run = world["admin"].trigger(ROLLBACK, conf={"model_name": MODEL, "reason": "second model hurts CTR"})
-    assert world["admin"].wait_for_run(ROLLBACK, run["dag_run_id"], timeout=300)["state"] == "success"
+    assert world["admin"].wait_for_run(ROLLBACK, run.dag_run_id, timeout=300).state == "success"
     assert champion(world) == world["versions"]["first"]
     assert alias_version(world["mlflow"], MODEL, "previous") == second
     record = json.loads(tags(world, world["versions"]["first"])[TAG_ROLLBACK])
@@ -156,11 +157,11 @@ def test_tampered_challenger_refused_then_rollbacks(world):
     # One changed byte in the stored files of the (now previous) second model: refused everywhere.
     tamper(world, second)
     run = world["admin"].trigger(ROLLBACK, conf={"model_name": MODEL, "target": second, "reason": "try it"})
-    assert world["admin"].wait_for_run(ROLLBACK, run["dag_run_id"], timeout=300)["state"] == "failed"
+    assert world["admin"].wait_for_run(ROLLBACK, run.dag_run_id, timeout=300).state == "failed"
     assert champion(world) == world["versions"]["first"]
 
     run_id = evaluate(world, second)
-    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300)["state"] == "success"
+    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300).state == "success"
     tis = states(world, PROMOTE, run_id)
     assert tis["approval"] == "skipped" and tis["reject_on_gates"] == "success"
     assert "signature" in tags(world, second)["tollgate.rejection_reasons"]

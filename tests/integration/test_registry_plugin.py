@@ -56,9 +56,9 @@ def test_plugin_view_lists_versions_with_alias_signature_rev_metrics_and_links(
     base = f"{local_platform.airflow_url}/tollgate/registry"
     version = registered["registered"]["version"]
 
-    plugins = admin_client.get("/plugins")["plugins"]
-    plugin = next(p for p in plugins if p["name"] == "tollgate_registry")
-    assert plugin["external_views"][0]["href"] == "tollgate/registry/"
+    plugins = admin_client.plugins.get_plugins().plugins
+    plugin = next(p for p in plugins if p.name == "tollgate_registry")
+    assert plugin.external_views[0].href == "tollgate/registry/"
 
     assert requests.get(f"{base}/?model={MODEL}", timeout=60).status_code == 401  # signed-in users only
 

@@ -27,16 +27,18 @@ def test_one_injected_sigterm_gives_two_tries_and_a_resumed_run(
         "rev": rev, "data_repo": str(repo), "epochs": 2, "batch_size": 32, "checkpoint_every": 10,
         "interruption": "sigterm_at_step", "interruption_value": 20,
     }  # fmt: skip
-    run_id = admin_client.trigger(DAG_ID, conf=conf)["dag_run_id"]
+    run_id = admin_client.trigger(DAG_ID, conf=conf).dag_run_id
     run = admin_client.wait_for_run(DAG_ID, run_id, timeout=1200)
-    tis = {ti["task_id"]: ti for ti in admin_client.task_instances(DAG_ID, run_id)}
-    states = {task: ti["state"] for task, ti in tis.items()}
+    tis = {
+        ti.task_id: ti for ti in admin_client.task_instances.get_task_instances(DAG_ID, run_id).task_instances
+    }
+    states = {task: ti.state for task, ti in tis.items()}
     first_log = admin_client.task_log(DAG_ID, run_id, "train_local", 1)
-    assert run["state"] == "success", f"{states}\n--- train_local try 1 ---\n{first_log[-4000:]}"
+    assert run.state == "success", f"{states}\n--- train_local try 1 ---\n{first_log[-4000:]}"
 
     train = tis["train_local"]
-    assert train["try_number"] == 2, "the preempted try 1 was retried once"
-    assert tis["train_kubernetes"]["state"] == "skipped"
+    assert train.try_number == 2, "the preempted try 1 was retried once"
+    assert tis["train_kubernetes"].state == "skipped"
     preempted = re.search(r"TOLLGATE_PREEMPTED step=(\d+)", first_log)
     assert preempted, first_log[-4000:]
     assert "Spot preemption 1 of 5" in first_log

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tollgate import storage
 from tollgate.config import default_for
-from tollgate.data import storage
 from tollgate.data.pipeline import (
     IngestSettings,
     PartitionNotFound,

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from tollgate.data import schema, storage
+from tollgate import storage
+from tollgate.data import schema
 from tollgate.data.generator import parse_day, partition_uri
 from tollgate.data.suite import BATCH, ROW, SUITE_NAME, GateThresholds, Spec, build_suite, fingerprint, specs
 

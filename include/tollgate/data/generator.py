@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from tollgate.data import schema, storage
+from tollgate import storage
+from tollgate.data import schema
 
 if TYPE_CHECKING:
     import numpy as np

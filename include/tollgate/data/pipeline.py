@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tollgate import storage
 from tollgate.config import default_for
-from tollgate.data import generator, storage
+from tollgate.data import generator
 from tollgate.data.gate import GateOutcome, run_gate
 from tollgate.data.suite import GateThresholds
 from tollgate.data.versioning import DataRepo

@@ -20,8 +20,8 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from tollgate import storage
 from tollgate.config import default_for
-from tollgate.data import storage
 
 URL_PREFIX = "/tollgate-data"
 STORAGE_VARIABLE = "tollgate_storage_root"

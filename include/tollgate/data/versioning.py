@@ -28,7 +28,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from tollgate.data import schema, storage
+from tollgate import storage
+from tollgate.data import schema
 from tollgate.data.generator import parse_day
 
 TAG_PREFIX = "data-"

@@ -117,9 +117,9 @@ class AttemptLedger:
 
 
 def load(checkpoint_uri: str, training_run_id: str) -> AttemptLedger:
-    from tollgate.training.storage import open_storage
+    from tollgate.storage import Folder
 
-    storage = open_storage(checkpoint_uri)
+    storage = Folder(checkpoint_uri)
     if not storage.exists(LEDGER_NAME):
         return AttemptLedger(training_run_id)
     ledger = AttemptLedger.from_dict(json.loads(storage.read(LEDGER_NAME)))
@@ -132,6 +132,6 @@ def load(checkpoint_uri: str, training_run_id: str) -> AttemptLedger:
 
 
 def save(checkpoint_uri: str, ledger: AttemptLedger) -> None:
-    from tollgate.training.storage import open_storage
+    from tollgate.storage import Folder
 
-    open_storage(checkpoint_uri).write(LEDGER_NAME, json.dumps(ledger.to_dict(), indent=2).encode())
+    Folder(checkpoint_uri).write(LEDGER_NAME, json.dumps(ledger.to_dict(), indent=2).encode())

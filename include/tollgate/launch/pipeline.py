@@ -171,10 +171,10 @@ def finish_training(
     plan: LaunchPlan, *, prices: Mapping[str, Mapping[str, float]], log: Callable[[str], Any] = print
 ) -> dict[str, Any]:
     """Read the trainer's result, write the spot report everywhere it belongs, return the asset extra."""
-    from tollgate.training.storage import open_storage
+    from tollgate.storage import Folder
 
     job = plan.job
-    output = open_storage(job.output_uri)
+    output = Folder(job.output_uri)
     if not output.exists(RESULT_NAME):
         raise FileNotFoundError(
             f"{job.output_uri}/{RESULT_NAME} is missing although training reported success: the trainer "
@@ -184,7 +184,7 @@ def finish_training(
     ledger = ledgers.load(job.checkpoint_uri, job.training_run_id)
     report = build_report(ledger, result, instance_type=job.instance_type, prices=prices)
     log(format_report(report))
-    open_storage(job.checkpoint_uri).write(REPORT_NAME, json.dumps(report, indent=2).encode())
+    Folder(job.checkpoint_uri).write(REPORT_NAME, json.dumps(report, indent=2).encode())
     mlflow_run_id = result.get("mlflow_run_id")
     if mlflow_run_id and job.mlflow_uri:
         log_to_mlflow(report, job.mlflow_uri, mlflow_run_id)

@@ -6,12 +6,16 @@ Values may use ``${NAME}`` for environment variables of the platform (e.g. ``${T
 
 from __future__ import annotations
 
+import json
 import os
 import string
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from airflow_client.client import ConnectionBody, PoolBody, PoolPatchBody, VariableBody
+from airflow_client.client.exceptions import NotFoundException
 
 from tollgate.platform.api import AirflowClient
 
@@ -42,50 +46,61 @@ def load_settings(path: Path, env: dict[str, str] | None = None) -> dict[str, li
     }
 
 
-def _upsert(client: AirflowClient, collection: str, key: str, body: dict[str, Any]) -> str:
-    existing = client.session.get(f"{client.base_url}/api/v2/{collection}/{key}", timeout=30)
-    if existing.status_code == 404:
-        client.post(f"/{collection}", body)
-        return "created"
-    client.patch(f"/{collection}/{key}", body)
-    return "updated"
+def _exists(get: Callable[[str], Any], key: str) -> bool:
+    try:
+        get(key)
+    except NotFoundException:
+        return False
+    return True
 
 
 def apply_settings(stack: LocalStack, path: Path) -> dict[str, str]:
+    """Create or update each connection, pool and variable; returns what happened to each."""
     settings = load_settings(path, stack.airflow_env())
     client = AirflowClient(stack.airflow_url, "admin", stack.passwords()["admin"])
     done: dict[str, str] = {}
     for conn in settings["connections"]:
-        body = {
-            "connection_id": conn["conn_id"],
-            "conn_type": conn["conn_type"],
-            "host": conn.get("conn_host"),
-            "schema": conn.get("conn_schema"),
-            "login": conn.get("conn_login"),
-            "password": conn.get("conn_password"),
-            "port": conn.get("conn_port"),
-            "extra": conn.get("conn_extra") if isinstance(conn.get("conn_extra"), str | None) else None,
-        }
-        if isinstance(conn.get("conn_extra"), dict):
-            import json
-
-            body["extra"] = json.dumps(conn["conn_extra"])
-        done[f"connection {conn['conn_id']}"] = _upsert(client, "connections", conn["conn_id"], body)
+        extra = conn.get("conn_extra")
+        body = ConnectionBody(
+            connection_id=conn["conn_id"],
+            conn_type=conn["conn_type"],
+            host=conn.get("conn_host"),
+            var_schema=conn.get("conn_schema"),
+            login=conn.get("conn_login"),
+            password=conn.get("conn_password"),
+            port=conn.get("conn_port"),
+            extra=json.dumps(extra) if isinstance(extra, dict) else extra,
+        )
+        key = body.connection_id
+        if _exists(client.connections.get_connection, key):
+            client.connections.patch_connection(key, body)
+            done[f"connection {key}"] = "updated"
+        else:
+            client.connections.post_connection(body)
+            done[f"connection {key}"] = "created"
     for pool in settings["pools"]:
-        body = {
-            "name": pool["pool_name"],
+        name = pool["pool_name"]
+        fields = {
             "slots": int(pool["pool_slot"]),
             "description": pool.get("pool_description", ""),
             "include_deferred": bool(pool.get("include_deferred", False)),
         }
-        done[f"pool {pool['pool_name']}"] = _upsert(client, "pools", pool["pool_name"], body)
+        if _exists(client.pools.get_pool, name):
+            client.pools.patch_pool(name, PoolPatchBody(pool=name, **fields))
+            done[f"pool {name}"] = "updated"
+        else:
+            client.pools.post_pool(PoolBody(name=name, **fields))
+            done[f"pool {name}"] = "created"
     for variable in settings["variables"]:
-        body = {
-            "key": variable["variable_name"],
-            "value": str(variable["variable_value"]),
-            "description": variable.get("variable_description"),
-        }
-        done[f"variable {variable['variable_name']}"] = _upsert(
-            client, "variables", variable["variable_name"], body
+        body = VariableBody(
+            key=variable["variable_name"],
+            value=str(variable["variable_value"]),
+            description=variable.get("variable_description"),
         )
+        if _exists(client.variables.get_variable, body.key):
+            client.variables.patch_variable(body.key, body)
+            done[f"variable {body.key}"] = "updated"
+        else:
+            client.variables.post_variable(body)
+            done[f"variable {body.key}"] = "created"
     return done

@@ -63,9 +63,9 @@ def checkpoint_manifest(checkpoint_uri: str | None) -> list[dict[str, Any]] | No
     if not checkpoint_uri:
         return None
     try:
-        from tollgate.training.storage import open_storage
+        from tollgate.storage import Folder
 
-        return list(json.loads(open_storage(checkpoint_uri).read("manifest.json")).get("checkpoints", []))
+        return list(json.loads(Folder(checkpoint_uri).read("manifest.json")).get("checkpoints", []))
     except Exception:  # lineage is best effort: a missing or unreachable manifest is reported as None
         return None
 

@@ -98,11 +98,11 @@ def fetch_trained_dir(model_uri: str, dest: Path, training_run_id: str) -> Path:
     belong to ``training_run_id``."""
     import json
 
-    from tollgate.training.storage import LocalStorage, open_storage
+    from tollgate.storage import Folder
 
-    storage = open_storage(model_uri)
-    if isinstance(storage, LocalStorage):
-        local = storage.root
+    storage = Folder(model_uri)
+    if storage.local_root is not None:
+        local = storage.local_root
     else:
         local = dest / "trained-download"
         local.mkdir(parents=True, exist_ok=True)

@@ -50,32 +50,38 @@ def retrying(
     max_delay_s: float = 10.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Run ``call`` until it succeeds, retrying transient MLflow failures until ``deadline_s``."""
-    start = time.monotonic()
-    delay = first_delay_s
-    attempt = 1
-    while True:
-        try:
-            return call()
-        except Exception as err:
-            if not is_transient(err):
-                raise
-            waited = time.monotonic() - start
-            if waited + delay > deadline_s:
-                raise MlflowUnavailableError(
-                    f"{what}: MLflow still unavailable after {attempt} attempts in {waited:.0f} s "
-                    f"({type(err).__name__}: {str(err)[:300]}). Check that the tracking server is up "
-                    "(MLFLOW_TRACKING_URI / Connection mlflow_default) and run the task again; it resumes "
-                    "where it stopped."
-                ) from err
-            log.warning(
-                "%s: MLflow unavailable (attempt %d, %s: %s); retrying in %.0f s",
-                what,
-                attempt,
-                type(err).__name__,
-                str(err)[:200],
-                delay,
-            )
-            sleep(delay)
-            attempt += 1
-            delay = min(delay * 2, max_delay_s)
+    """Run ``call`` until it succeeds, retrying transient MLflow failures until ``deadline_s``.
+
+    Waits 1, 2, 4 ... s (capped at ``max_delay_s``); gives up instead of sleeping past the deadline.
+    """
+    import tenacity
+
+    def log_retry(state: tenacity.RetryCallState) -> None:
+        err = state.outcome.exception()
+        log.warning(
+            "%s: MLflow unavailable (attempt %d, %s: %s); retrying in %.0f s",
+            what,
+            state.attempt_number,
+            type(err).__name__,
+            str(err)[:200],
+            state.upcoming_sleep,
+        )
+
+    def give_up(state: tenacity.RetryCallState) -> T:
+        err = state.outcome.exception()
+        raise MlflowUnavailableError(
+            f"{what}: MLflow still unavailable after {state.attempt_number} attempts in "
+            f"{state.seconds_since_start:.0f} s ({type(err).__name__}: {str(err)[:300]}). Check that the "
+            "tracking server is up (MLFLOW_TRACKING_URI / Connection mlflow_default) and run the task "
+            "again; it resumes where it stopped."
+        ) from err
+
+    policy = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        wait=tenacity.wait_exponential(multiplier=first_delay_s, max=max_delay_s),
+        stop=tenacity.stop_before_delay(deadline_s),
+        sleep=sleep,
+        before_sleep=log_retry,
+        retry_error_callback=give_up,
+    )
+    return policy(call)

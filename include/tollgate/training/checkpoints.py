@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from tollgate.training.storage import LocalStorage, S3Storage, open_storage
+from tollgate.storage import Folder
 
 MANIFEST = "manifest.json"
 LEDGER = "progress.json"
@@ -84,7 +84,7 @@ class CheckpointStore:
     def __init__(self, uri: str, keep: int = 3) -> None:
         self.uri = uri
         self.keep = keep
-        self.storage: LocalStorage | S3Storage = open_storage(uri)
+        self.storage = Folder(uri)
 
     # -- manifest ---------------------------------------------------------------------------------
     def entries(self) -> list[Entry]:
@@ -182,9 +182,9 @@ class CheckpointStore:
 
     # -- per-step heartbeat (local folders only) --------------------------------------------------
     def heartbeat_path(self, attempt_index: int) -> Path | None:
-        if not isinstance(self.storage, LocalStorage):
+        if self.storage.local_root is None:
             return None
-        return self.storage.root / f"heartbeat-{attempt_index:04d}.step"
+        return self.storage.local_root / f"heartbeat-{attempt_index:04d}.step"
 
     def open_heartbeat(self, attempt_index: int) -> Heartbeat | None:
         path = self.heartbeat_path(attempt_index)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 
+from tollgate.storage import UnsupportedLocation
 from tollgate.training import exit_codes
 from tollgate.training.errors import BadInput, Preempted
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         with guard.deferred():
             _report_preemption(trainer)
         return exit_codes.PREEMPTED
-    except BadInput as exc:
+    except (BadInput, UnsupportedLocation) as exc:  # an unsupported storage URI is bad input too
         print(f"tollgate.training: bad input: {exc}", file=sys.stderr, flush=True)
         _close(trainer, "bad_input", "FAILED")
         return exit_codes.BAD_INPUT

@@ -1,78 +1,27 @@
 """Command-line arguments of the trainer; every one may also come from ``TOLLGATE_<ARG>`` (args win).
 
 The same command therefore runs as a local child process (arguments) and in a pod (env from the
-job description). Parsing problems raise :class:`BadInput` with the fix in the message.
+job description). ``TrainSettings`` is a pydantic-settings object: its fields are the arguments
+(types, defaults, help), the env is read by pydantic-settings, argparse only spells the CLI. Parsing
+problems raise :class:`BadInput` with the fix in the message.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 from tollgate.data import schema
 from tollgate.training.errors import BadInput
 
 QUALITIES = ("normal", "degraded")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    checkpoint_uri: str
-    output_uri: str
-    training_run_id: str
-    data_repo: str | None = None
-    data_rev: str | None = None
-    data_path: str = schema.CURATED_PATH
-    data_file: str | None = None
-    seed: int = 42
-    epochs: int = 3
-    batch_size: int = 256
-    lr: float = 0.003
-    embedding_dim: int = 8
-    hidden_units: tuple[int, ...] = (64, 32)
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 3
-    grace_seconds: float = 30.0
-    mlflow_uri: str = ""
-    experiment: str = "tollgate-ctr"
-    holdout_fraction: float = 0.2
-    quality: str = "normal"
-    airflow: dict[str, str] = field(default_factory=dict)
-
-    def hyperparameters(self) -> dict[str, object]:
-        """What changes the trained weights: a resumed attempt must match the checkpoint's values."""
-        keys = ("seed", "epochs", "batch_size", "lr", "embedding_dim", "hidden_units", "holdout_fraction")
-        values = {k: v for k, v in asdict(self).items() if k in keys}
-        values["hidden_units"] = ",".join(str(u) for u in self.hidden_units)
-        values["quality"] = self.quality
-        return values
-
-
-# (name, type, default, help). None as default = optional; REQUIRED = must be given.
-REQUIRED = object()
-_ARGS: list[tuple[str, type, object, str]] = [
-    ("data-repo", str, None, "git + DVC repository holding the dataset (path or URL)"),
-    ("data-rev", str, None, "git revision (commit or tag) of the dataset version"),
-    ("data-path", str, schema.CURATED_PATH, "path of the parquet file inside the data repository"),
-    ("data-file", str, None, "a local parquet file instead of --data-repo/--data-rev"),
-    ("checkpoint-uri", str, REQUIRED, "checkpoint folder of this training run (local path or s3://)"),
-    ("output-uri", str, REQUIRED, "where the final model files go (local path or s3://)"),
-    ("training-run-id", str, REQUIRED, "id of this training run, the same for every attempt"),
-    ("seed", int, 42, "random seed"),
-    ("epochs", int, 3, "passes over the training split"),
-    ("batch-size", int, 256, "rows per optimizer step"),
-    ("lr", float, 0.003, "Adam learning rate (cosine-annealed to a tenth)"),
-    ("embedding-dim", int, 8, "size of each categorical embedding"),
-    ("hidden-units", str, "64,32", "comma-separated MLP layer widths"),
-    ("checkpoint-every", int, 50, "save a checkpoint every N optimizer steps"),
-    ("keep-checkpoints", int, 3, "how many newest checkpoints to keep"),
-    ("grace-seconds", float, 30.0, "time allowed between SIGTERM and exit"),
-    ("mlflow-uri", str, None, "MLflow tracking URI (default $MLFLOW_TRACKING_URI; empty = no tracking)"),
-    ("experiment", str, "tollgate-ctr", "MLflow experiment name"),
-    ("holdout-fraction", float, 0.2, "newest fraction of rows (by event_ts) held out for evaluation"),
-    ("quality", str, "normal", "normal, or degraded (a deliberately worse model, for gate demos)"),
-]
 
 AIRFLOW_ENV = (
     "TOLLGATE_AIRFLOW_DAG_ID",
@@ -83,20 +32,120 @@ AIRFLOW_ENV = (
     "TOLLGATE_PREEMPTIONS",
 )
 
+# The env ``parse`` reads: os.environ, or the mapping a caller passes (a pod spec's env in tests).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("tollgate_training_environ", default=None)
 
-def env_name(arg: str) -> str:
-    return "TOLLGATE_" + arg.upper().replace("-", "_")
+
+class _Environ(EnvSettingsSource):
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = _ENVIRON.get()
+        return parse_env_vars(
+            os.environ if env is None else env,
+            self.case_sensitive,
+            self.env_ignore_empty,
+            self.env_parse_none_str,
+        )
+
+
+class TrainSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOLLGATE_", frozen=True, extra="forbid")
+
+    data_repo: str | None = Field(None, description="git + DVC repository holding the dataset (path or URL)")
+    data_rev: str | None = Field(None, description="git revision (commit or tag) of the dataset version")
+    data_path: str = Field(
+        schema.CURATED_PATH, description="path of the parquet file inside the data repository"
+    )
+    data_file: str | None = Field(None, description="a local parquet file instead of --data-repo/--data-rev")
+    checkpoint_uri: str = Field(description="checkpoint folder of this training run (local path or s3://)")
+    output_uri: str = Field(description="where the final model files go (local path or s3://)")
+    training_run_id: str = Field(description="id of this training run, the same for every attempt")
+    seed: int = Field(42, description="random seed")
+    epochs: int = Field(3, description="passes over the training split")
+    batch_size: int = Field(256, description="rows per optimizer step")
+    lr: float = Field(0.003, description="Adam learning rate (cosine-annealed to a tenth)")
+    embedding_dim: int = Field(8, description="size of each categorical embedding")
+    hidden_units: Annotated[tuple[int, ...], NoDecode] = Field(
+        (64, 32), description="comma-separated MLP layer widths"
+    )
+    checkpoint_every: int = Field(50, description="save a checkpoint every N optimizer steps")
+    keep_checkpoints: int = Field(3, description="how many newest checkpoints to keep")
+    grace_seconds: float = Field(30.0, description="time allowed between SIGTERM and exit")
+    mlflow_uri: str = Field(
+        "", description="MLflow tracking URI (default $MLFLOW_TRACKING_URI; empty = no tracking)"
+    )
+    experiment: str = Field("tollgate-ctr", description="MLflow experiment name")
+    holdout_fraction: float = Field(
+        0.2, description="newest fraction of rows (by event_ts) held out for evaluation"
+    )
+    quality: str = Field(
+        "normal", description="normal, or degraded (a deliberately worse model, for gate demos)"
+    )
+    # Which Airflow task runs this attempt (TOLLGATE_AIRFLOW_*); set by ``parse``, never from one env var.
+    airflow: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        return (init_settings, _Environ(settings_cls))  # arguments win over env; no .env file, no secrets dir
+
+    @field_validator("checkpoint_uri", "output_uri", "training_run_id")
+    @classmethod
+    def _given(cls, value: str, info: Any) -> str:
+        if value == "":
+            raise BadInput(
+                f"missing {_flag(info.field_name)}: pass it as an argument or set {_env(info.field_name)}"
+            )
+        return value
+
+    @field_validator("hidden_units", mode="before")
+    @classmethod
+    def _units(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            units = tuple(int(u) for u in value.split(",") if u.strip())
+        except ValueError:
+            units = ()
+        if not units or any(u <= 0 for u in units):
+            raise BadInput(
+                f"--hidden-units must be comma-separated positive integers like '64,32', got {value!r}"
+            )
+        return units
+
+    def hyperparameters(self) -> dict[str, object]:
+        """What changes the trained weights: a resumed attempt must match the checkpoint's values."""
+        keys = ("seed", "epochs", "batch_size", "lr", "embedding_dim", "hidden_units", "holdout_fraction")
+        values: dict[str, object] = {k: getattr(self, k) for k in keys}
+        values["hidden_units"] = ",".join(str(u) for u in self.hidden_units)
+        values["quality"] = self.quality
+        return values
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _env(field: str) -> str:
+    return "TOLLGATE_" + field.upper()
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _RaisingParser(
         prog="python -m tollgate.training",
         description="Train the Tollgate CTR model with exact checkpoint resume. "
         "Every argument may also be set as env TOLLGATE_<ARG> (e.g. TOLLGATE_DATA_REV); arguments win.",
     )
-    for name, _kind, default, text in _ARGS:
-        shown = "required" if default is REQUIRED else f"default {default!r}"
-        parser.add_argument(f"--{name}", default=None, help=f"{text} [{shown}; env {env_name(name)}]")
+    for name, field in TrainSettings.model_fields.items():
+        if name == "airflow":
+            continue
+        default = ",".join(map(str, field.default)) if name == "hidden_units" else field.default
+        if name == "mlflow_uri":
+            default = None
+        shown = "required" if field.is_required() else f"default {default!r}"
+        parser.add_argument(
+            _flag(name), default=None, help=f"{field.description} [{shown}; env {_env(name)}]"
+        )
     return parser
 
 
@@ -105,44 +154,33 @@ class _RaisingParser(argparse.ArgumentParser):
         raise BadInput(f"{message}. Run `python -m tollgate.training --help` for the arguments.")
 
 
-def parse(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> TrainSettings:
+def parse(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> TrainSettings:
     """Arguments, then env, then defaults. Raises BadInput naming the problem and the fix."""
     env = os.environ if environ is None else environ
-    parser = _parser()
-    parser.__class__ = _RaisingParser
-    ns = vars(parser.parse_args(argv))
-    values: dict[str, object] = {}
-    for name, kind, default, _text in _ARGS:
-        key = name.replace("-", "_")
-        raw = ns.get(key)
-        if raw is None:
-            raw = env.get(env_name(name))
-        if raw is None or (raw == "" and default is REQUIRED):
-            if default is REQUIRED:
-                raise BadInput(f"missing --{name}: pass it as an argument or set {env_name(name)}")
-            values[key] = default
-            continue
-        try:
-            values[key] = kind(raw)
-        except ValueError:
-            raise BadInput(f"--{name} must be a {kind.__name__}, got {raw!r}") from None
-    if values["mlflow_uri"] is None:
-        values["mlflow_uri"] = env.get("MLFLOW_TRACKING_URI", "")
-    values["hidden_units"] = _hidden_units(str(values["hidden_units"]))
-    values["airflow"] = {k: env[k] for k in AIRFLOW_ENV if env.get(k)}
-    settings = TrainSettings(**values)  # type: ignore[arg-type]
+    args = {k: v for k, v in vars(_parser().parse_args(argv)).items() if v is not None}
+    if "mlflow_uri" not in args and _env("mlflow_uri") not in env:
+        args["mlflow_uri"] = env.get("MLFLOW_TRACKING_URI", "")
+    args["airflow"] = {k: env[k] for k in AIRFLOW_ENV if env.get(k)}
+    token = _ENVIRON.set(env)
+    try:
+        settings = TrainSettings(**args)
+    except ValidationError as exc:
+        raise BadInput(_explain(exc)) from None
+    finally:
+        _ENVIRON.reset(token)
     _check(settings)
     return settings
 
 
-def _hidden_units(text: str) -> tuple[int, ...]:
-    try:
-        units = tuple(int(u) for u in text.split(",") if u.strip())
-    except ValueError:
-        units = ()
-    if not units or any(u <= 0 for u in units):
-        raise BadInput(f"--hidden-units must be comma-separated positive integers like '64,32', got {text!r}")
-    return units
+def _explain(exc: ValidationError) -> str:
+    """The first problem in the words of the CLI (which flag, which env variable, what was given)."""
+    error = exc.errors()[0]
+    field = str(error["loc"][0])
+    if error["type"] == "missing":
+        return f"missing {_flag(field)}: pass it as an argument or set {_env(field)}"
+    kind = TrainSettings.model_fields[field].annotation
+    kind_name = getattr(kind, "__name__", str(kind))
+    return f"{_flag(field)} must be a {kind_name}, got {error['input']!r}"
 
 
 def _check(s: TrainSettings) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from tollgate.data import schema
+from tollgate.storage import Folder
 from tollgate.training import dataset as datasets
 from tollgate.training.checkpoints import CheckpointStore
 from tollgate.training.errors import BadInput, Preempted
@@ -35,7 +36,6 @@ from tollgate.training.model import CTRModel, ModelConfig
 from tollgate.training.preemption import PreemptionGuard
 from tollgate.training.settings import TrainSettings
 from tollgate.training.state import STATE_FORMAT, capture_rng, epoch_permutation, restore_rng
-from tollgate.training.storage import open_storage
 from tollgate.training.tracking import MlflowTracker, NullTracker, open_tracker
 
 EVAL_BATCH = 8192
@@ -387,7 +387,7 @@ class Trainer:
     # -- publishing -----------------------------------------------------------------------------
     def _publish(self, result: dict[str, Any]) -> None:
         """Model files first, result.json last: a reader that sees result.json sees a complete model."""
-        out = open_storage(self.s.output_uri)
+        out = Folder(self.s.output_uri)
         with tempfile.TemporaryDirectory(prefix="tollgate-model-") as tmp:
             folder = Path(tmp)
             state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}

@@ -1,0 +1,231 @@
+"""The one object-storage layer of every stage: data, training, launch, registry.
+
+A location is a URI: a local folder (``/path`` or ``file:///path``) in the embedded default, or
+``s3://bucket/prefix`` in production. Everything goes through fsspec, so the same code writes to
+both. For S3 the endpoint comes from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (MinIO, moto,
+LocalStack) and credentials from the usual AWS chain (env, profile, IRSA / instance role).
+
+Two ways in, one set of rules:
+- URI functions (``put_new``, ``read_bytes``, ...) for the data stage, whose objects are immutable:
+  ``put_new`` refuses to overwrite a different object, so a rerun that produces identical bytes is a
+  no-op and anything else is a loud error.
+- ``Folder``: a folder of named blobs that may be replaced (checkpoints, manifests, ledgers, model
+  output). Each write is all-or-nothing: locally a temp file in the same folder then ``os.replace``;
+  on S3 one PUT, visible only once complete. Callers that need a group of blobs to be consistent
+  (checkpoint + manifest) write the listing blob last and trust only what it lists.
+
+No Airflow import: the trainer imports this inside its container.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import fsspec
+
+TEMP_MARK = ".tmp-"
+
+
+class StorageError(RuntimeError):
+    """A storage location cannot be used as asked (missing object, refused overwrite, bad URI)."""
+
+
+class UnsupportedLocation(StorageError, ValueError):
+    """A folder URI with a scheme other than a local path or ``s3://``."""
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def s3_endpoint_url() -> str | None:
+    """The S3 endpoint override (moto, MinIO); None means AWS itself."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem serving ``uri`` and the path inside it."""
+    import fsspec
+
+    if uri.startswith("s3://"):
+        options: dict = {}
+        endpoint = s3_endpoint_url()
+        if endpoint:
+            options["endpoint_url"] = endpoint
+        # Listings must see objects another process wrote a moment ago: no listings cache. The client
+        # itself is reused (fsspec's instance cache, keyed by these options; safe across fork).
+        fs = fsspec.filesystem("s3", use_listings_cache=False, **options)
+        return fs, uri[len("s3://") :].rstrip("/")
+    if is_remote(uri):
+        fs, path = fsspec.core.url_to_fs(uri)
+        return fs, path
+    path = uri[len("file://") :] if uri.startswith("file://") else uri
+    return fsspec.filesystem("file"), os.path.abspath(os.path.expanduser(path))
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a location URI (keeps the ``s3://`` scheme)."""
+    if is_remote(uri):
+        return posixpath.join(uri.rstrip("/"), *parts)
+    return os.path.join(uri, *parts)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_local_atomic(path: str, data: bytes, durable: bool) -> None:
+    """Temp file in the same folder, then ``os.replace``: a reader never sees half a file.
+
+    ``durable`` also fsyncs the file and its folder (survives a host crash, not just a process kill).
+    """
+    folder, name = os.path.split(path)
+    temp = os.path.join(folder, f".{name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    if durable:
+        dir_fd = os.open(folder or ".", os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+# ---- immutable objects by URI (data stage) --------------------------------------------------------
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        raise StorageError(f"No object at {uri}.")
+    return fs.cat_file(path)
+
+
+def list_dir(uri: str) -> list[str]:
+    """Names (not paths) of the entries directly under ``uri``; empty when it does not exist."""
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        return []
+    return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+
+
+def put_new(uri: str, data: bytes) -> bool:
+    """Write ``data`` at ``uri`` unless it is already there.
+
+    Returns True when written, False when identical bytes were already stored; raises
+    StorageError instead of replacing different bytes (nothing is ever overwritten).
+    """
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        if sha256(fs.cat_file(path)) == sha256(data):
+            return False
+        raise StorageError(
+            f"Refusing to overwrite {uri}: an object with different content is already stored there. "
+            "Stored data is immutable; write under a new key instead."
+        )
+    parent = posixpath.dirname(path) if is_remote(uri) else os.path.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    if is_remote(uri):
+        fs.pipe_file(path, data)
+    else:
+        _write_local_atomic(path, data, durable=False)
+    return True
+
+
+def put_if_absent(uri: str, data: bytes) -> bool:
+    """Write ``data`` unless something is already stored at ``uri`` (the first write wins).
+
+    For evidence whose bytes differ between attempts only by timestamps (reports, Data Docs): a
+    retry after a crash keeps what the earlier attempt wrote.
+    """
+    if exists(uri):
+        return False
+    return put_new(uri, data)
+
+
+def put_tree(local_dir: str, uri: str) -> int:
+    """Copy a local folder (e.g. GX Data Docs) under ``uri``, keeping files already there."""
+    written = 0
+    for root, _dirs, files in os.walk(local_dir):
+        for name in files:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, local_dir).replace(os.sep, "/")
+            with open(full, "rb") as handle:
+                written += put_if_absent(join(uri, *rel.split("/")), handle.read())
+    return written
+
+
+# ---- a folder of replaceable blobs (training, launch, registry) -----------------------------------
+class Folder:
+    """Named blobs directly under one location (a local folder or ``s3://bucket/prefix``)."""
+
+    def __init__(self, uri: str) -> None:
+        if is_remote(uri) and not uri.startswith("s3://"):
+            raise UnsupportedLocation(
+                f"unsupported storage URI {uri!r}: use a local folder or s3://bucket/prefix"
+            )
+        self.fs, self.path = filesystem(uri)
+        self.remote = is_remote(uri)
+        if self.remote:
+            self.uri = uri.rstrip("/")
+            self.local_root: Path | None = None
+        else:
+            self.local_root = Path(self.path)
+            self.local_root.mkdir(parents=True, exist_ok=True)
+            self.uri = self.path
+
+    def _key(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+    def write(self, name: str, data: bytes, durable: bool = True) -> None:
+        """All-or-nothing replace of ``name``; ``durable`` adds fsyncs on local disks."""
+        if self.remote:
+            self.fs.pipe_file(self._key(name), data)
+        else:
+            _write_local_atomic(self._key(name), data, durable)
+
+    def read(self, name: str) -> bytes:
+        return self.fs.cat_file(self._key(name))
+
+    def exists(self, name: str) -> bool:
+        return self.fs.isfile(self._key(name))
+
+    def delete(self, name: str) -> None:
+        if self.fs.exists(self._key(name)):
+            self.fs.rm_file(self._key(name))
+
+    def list(self) -> list[str]:
+        """Blob names, without partial writes; empty when the folder does not exist."""
+        try:
+            entries = self.fs.ls(self.path, detail=True, refresh=True)
+        except FileNotFoundError:
+            return []
+        names = (e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "file")
+        return sorted(n for n in names if TEMP_MARK not in n)
+
+    def remove_stale_temps(self) -> list[str]:
+        """Temp files left by an attempt killed mid-write (never part of a valid checkpoint)."""
+        if self.local_root is None:
+            return []  # an S3 PUT leaves nothing behind when it is cut short
+        stale = [p for p in self.local_root.iterdir() if TEMP_MARK in p.name]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return [p.name for p in stale]
