@@ -46,7 +46,7 @@ def test_approver_approves_in_the_ui_and_champion_moves(
 ):
     from mlflow import MlflowClient
 
-    version = signed_challenger(MODEL, "browser-first", seed=1)  # the session's first model, if trained
+    version = signed_challenger(MODEL, "browser-first", seed=11)
     run = admin_client.trigger("evaluate_and_promote", conf={"model_name": MODEL, "version": version})
     detail = wait_for_pending_approval(admin_client, "evaluate_and_promote", run.dag_run_id)
 

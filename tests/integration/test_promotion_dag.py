@@ -33,7 +33,7 @@ MODEL = "tollgate-ctr-promotion-test"
 def world(local_platform, admin_client, signed_challenger, promotion_dags):
     from mlflow import MlflowClient
 
-    signed_challenger.pretrain((1, "normal"), (2, "degraded"), (3, "normal"))  # side by side
+    signed_challenger.pretrain((MODEL, 1, "normal"), (MODEL, 2, "degraded"), (MODEL, 3, "normal"))
     versions = {
         "first": signed_challenger(MODEL, "promo-first", seed=1),
         "degraded": signed_challenger(MODEL, "promo-degraded", seed=2, quality="degraded"),
