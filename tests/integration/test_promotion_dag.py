@@ -3,7 +3,10 @@ dataset versions (git + DVC), real trained models, real signatures and real HITL
 
 The outcomes run in order on one registered model, as they would in life: approve the first model,
 refuse a bad one at the offline gate, a human rejection, a timeout, a tampered signature, a second
-approval, a rollback to ``previous`` and a refused rollback to a tampered version.
+approval, a rollback to ``previous`` and a refused rollback to a tampered version. The attacks of an
+ordinary Airflow user and of anyone who reaches MLflow run on the same platform: a forged approval
+XCom, files changed between the signature gate and the move, a rollback to a version that never passed
+the gates, and an alias and approval written directly into the registry.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from tollgate.evaluation.promotion import (
 )
 from tollgate.platform.api import AirflowAPIError, AirflowClient
 from tollgate.platform.approvals import answer_approval, wait_for_pending_approval
+from tollgate.registry import attestation
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +85,33 @@ def tamper(world, version: str) -> None:
     target.write_bytes(bytes(data))
 
 
+def attested(world, version: str, decision: str) -> attestation.AttestationCheck:
+    """The version's ``decision`` attestation checked against the platform's decision key."""
+    from tollgate.registry.keys import DEV_DECISION_PUBLIC_KEY, load_trusted_keys
+
+    trusted = load_trusted_keys(str(world["stack"].home / "keys" / DEV_DECISION_PUBLIC_KEY))
+    mv = world["mlflow"].get_model_version(MODEL, version)
+    return attestation.check_version(
+        mv.tags,
+        trusted,
+        decision=decision,
+        model_name=MODEL,
+        version=version,
+        signature_sha256=mv.tags.get("tollgate.signature_sha256"),
+    )
+
+
+def aliases(world) -> dict[str, str | None]:
+    return {a: alias_version(world["mlflow"], MODEL, a) for a in ("champion", "previous", "challenger")}
+
+
+def failed_task_log(world, dag_id: str, run_id: str, task_id: str) -> str:
+    """The log of the task's latest try (it must have run and failed)."""
+    ti = world["admin"].get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+    assert ti["state"] == "failed", ti
+    return world["admin"].task_log(dag_id, run_id, task_id, try_number=ti["try_number"])
+
+
 def test_first_model_approved_by_the_assigned_approver_only(world):
     run_id = evaluate(world, world["versions"]["first"])
     detail = wait_for_pending_approval(world["admin"], PROMOTE, run_id)
@@ -100,6 +131,11 @@ def test_first_model_approved_by_the_assigned_approver_only(world):
     record = tags(world, world["versions"]["first"])
     assert record[TAG_DECISION] == "approved" and record[TAG_DECIDED_BY] == "approver"
     assert record["tollgate.approval.comment"] == "metrics above the floors"
+    approval = attested(world, world["versions"]["first"], attestation.APPROVED)
+    assert approval.ok, approval.problems
+    assert approval.predicate["decided_by"] == "approver"
+    assert approval.predicate["evidence_sha256"] == record["tollgate.approval.evidence_sha256"]
+    assert attested(world, world["versions"]["first"], attestation.PROMOTED).ok
 
 
 def test_worse_model_rejected_by_the_offline_gate_without_asking(world):
@@ -125,6 +161,24 @@ def test_human_rejection_and_timeout_leave_the_champion(world):
     assert rejected[TAG_REJECTED] == "true" and rejected[TAG_DECIDED_BY] == "approver"
     assert "wait for Monday's data" in rejected["tollgate.rejection_reasons"]
     assert champion(world) == world["versions"]["first"]
+    assert attested(world, version, attestation.REJECTED).predicate["decided_by"] == "approver"
+
+    # The attack (path 1): an ordinary user (the approver's `user` role) forges the approval's XCom
+    # answer to Approve, removes the skip marker so Airflow runs promote, and clears promote.
+    attacker, approval_xcoms = world["approver"], f"/dags/{PROMOTE}/dagRuns/{run_id}/taskInstances/approval"
+    forged = {"chosen_options": ["Approve"], "params_input": {"comment": "forged"},
+              "responded_by_user": {"id": "approver", "name": "approver"}, "responded_at": "now"}  # fmt: skip
+    attacker.patch(f"{approval_xcoms}/xcomEntries/answer", {"value": forged, "map_index": -1})
+    attacker.request("DELETE", f"{approval_xcoms}/xcomEntries/skipmixin_key")
+    before = (aliases(world), tags(world, version))
+    attacker.post(
+        f"/dags/{PROMOTE}/clearTaskInstances",
+        {"dry_run": False, "task_ids": ["promote"], "dag_run_id": run_id, "only_failed": False},
+    )
+    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300)["state"] == "failed"
+    log = failed_task_log(world, PROMOTE, run_id, "promote")  # promote ran, and refused
+    assert "Refusing to promote" in log and "['Reject']" in log and "XCom" in log
+    assert (aliases(world), tags(world, version)) == before
 
     run_id = evaluate(world, version, approval_timeout_minutes=0.1)  # nobody answers within 6 s
     wait_for_pending_approval(world["admin"], PROMOTE, run_id)
@@ -135,32 +189,78 @@ def test_human_rejection_and_timeout_leave_the_champion(world):
     assert champion(world) == world["versions"]["first"]
 
 
-def test_tampered_challenger_refused_then_rollbacks(world):
-    second = world["versions"]["second"]
+def test_rollbacks_only_to_approved_versions_and_registry_writes_do_not_count(world):
+    first, second, degraded = (world["versions"][k] for k in ("first", "second", "degraded"))
     # Approve the second model so that `previous` exists, then roll back to it.
     run_id = evaluate(world, second)
     wait_for_pending_approval(world["admin"], PROMOTE, run_id)
     answer_approval(world["approver"], PROMOTE, run_id, "Approve")
     assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300)["state"] == "success"
     assert champion(world) == second
-    assert alias_version(world["mlflow"], MODEL, "previous") == world["versions"]["first"]
+    assert alias_version(world["mlflow"], MODEL, "previous") == first
 
     run = world["admin"].trigger(ROLLBACK, conf={"model_name": MODEL, "reason": "second model hurts CTR"})
     assert world["admin"].wait_for_run(ROLLBACK, run["dag_run_id"], timeout=300)["state"] == "success"
-    assert champion(world) == world["versions"]["first"]
+    assert champion(world) == first
     assert alias_version(world["mlflow"], MODEL, "previous") == second
-    record = json.loads(tags(world, world["versions"]["first"])[TAG_ROLLBACK])
+    record = json.loads(tags(world, first)[TAG_ROLLBACK])
     assert record["requested_by"] == "admin" and record["reason"] == "second model hurts CTR"
+    assert attested(world, first, attestation.ROLLBACK).predicate["decided_by"] == "admin"
 
-    # One changed byte in the stored files of the (now previous) second model: refused everywhere.
+    # The attack (paths 3 and 12), by anyone who reaches MLflow: write an approval record and copy the
+    # first model's signed approval and promotion onto the degraded model the offline gate rejected,
+    # then ask rollback_model to make it the champion. Refused: the attestations name another version.
+    mlflow, source = world["mlflow"], tags(world, first)
+    for key in ("tollgate.approval.decision", "tollgate.approval.by", "tollgate.approval.evidence_sha256"):
+        mlflow.set_model_version_tag(MODEL, degraded, key, source[key])
+    for decision in (attestation.APPROVED, attestation.PROMOTED):
+        mlflow.set_model_version_tag(
+            MODEL, degraded, attestation.tag_for(decision), source[attestation.tag_for(decision)]
+        )
+    mlflow.delete_model_version_tag(MODEL, degraded, TAG_REJECTED)
+    before = (aliases(world), tags(world, degraded))
+    run = world["admin"].trigger(ROLLBACK, conf={"model_name": MODEL, "target": degraded, "reason": "try it"})
+    assert world["admin"].wait_for_run(ROLLBACK, run["dag_run_id"], timeout=300)["state"] == "failed"
+    log = failed_task_log(world, ROLLBACK, run["dag_run_id"], "verify_target")
+    assert "only a version that was approved and promoted" in log and "copied from another version" in log
+    assert (aliases(world), tags(world, degraded)) == before
+
+    # Set champion directly in MLflow: the registry view marks it unauthorised (no valid approval).
+    from tollgate.registry.ui import version_rows
+
+    mlflow.set_registered_model_alias(MODEL, "champion", degraded)
+    try:
+        rows = {
+            row["version"]: row
+            for row in version_rows(
+                {
+                    "model_name": MODEL,
+                    "tracking_uri": world["stack"].mlflow_url,
+                    "mlflow_ui_url": world["stack"].mlflow_url,
+                    "trusted_keys": str(world["stack"].home / "keys" / "tollgate-dev-signing.pub"),
+                    "decision_keys": str(world["stack"].home / "keys" / "tollgate-dev-decision.pub"),
+                }
+            )
+        }
+    finally:
+        mlflow.set_registered_model_alias(MODEL, "champion", first)  # the operator puts it back
+    assert rows[degraded]["unauthorised_aliases"] == ["champion"]
+    assert "copied from another version" in " ".join(rows[degraded]["approval"]["problems"])
+    assert rows[first]["approval"]["ok"] and rows[first]["unauthorised_aliases"] == []
+
+    # The attack (path 2): the files change between the signature gate and the move. The approver sees
+    # evidence that passed every gate and approves; promote verifies again at the move and refuses.
+    run_id = evaluate(world, second)
+    wait_for_pending_approval(world["admin"], PROMOTE, run_id)
     tamper(world, second)
+    before = (aliases(world), tags(world, second))
+    answer_approval(world["approver"], PROMOTE, run_id, "Approve")
+    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300)["state"] == "failed"
+    log = failed_task_log(world, PROMOTE, run_id, "promote")
+    assert "no longer verifies at the moment of the move" in log
+    assert (aliases(world), tags(world, second)) == before
+
+    # The tampered (now previous) second model: a rollback to it is refused too.
     run = world["admin"].trigger(ROLLBACK, conf={"model_name": MODEL, "target": second, "reason": "try it"})
     assert world["admin"].wait_for_run(ROLLBACK, run["dag_run_id"], timeout=300)["state"] == "failed"
-    assert champion(world) == world["versions"]["first"]
-
-    run_id = evaluate(world, second)
-    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300)["state"] == "success"
-    tis = states(world, PROMOTE, run_id)
-    assert tis["approval"] == "skipped" and tis["reject_on_gates"] == "success"
-    assert "signature" in tags(world, second)["tollgate.rejection_reasons"]
-    assert champion(world) == world["versions"]["first"]
+    assert champion(world) == first

@@ -56,6 +56,8 @@ def view_settings(model: str | None = None) -> dict[str, str]:
         or default_for("tollgate_registered_model"),
         "trusted_keys": _variable("tollgate_trusted_public_keys")
         or default_for("tollgate_trusted_public_keys"),
+        "decision_keys": _variable("tollgate_decision_public_keys")
+        or default_for("tollgate_decision_public_keys"),
         "tracking_uri": tracking,
         "mlflow_ui_url": _variable("tollgate_mlflow_ui_url") or tracking,
     }
@@ -80,6 +82,10 @@ def version_rows(settings: dict[str, str] | None = None) -> list[dict[str, Any]]
         key_problem = None
     except SigningKeyError as err:
         trusted, key_problem = None, str(err)
+    try:
+        decision_keys: Any = resolve_trusted_keys(settings.get("decision_keys"))
+    except SigningKeyError as err:
+        decision_keys, key_problem = None, key_problem or str(err)
     rows = []
     for summary in versions:
         version = client.get_model_version(name, summary.version)  # search results omit aliases
@@ -89,6 +95,7 @@ def version_rows(settings: dict[str, str] | None = None) -> list[dict[str, Any]]
             check = verify_model_version(
                 name, version.version, trusted, client=client, deadline_s=20
             ).to_dict()
+        authorisation = _champion_authorisation(name, version, check, decision_keys, key_problem)
         predicate = (check.get("provenance") or {}).get("predicate", {})
         metrics = predicate.get("metrics") or {}
         run = None
@@ -101,6 +108,11 @@ def version_rows(settings: dict[str, str] | None = None) -> list[dict[str, Any]]
             {
                 "version": str(version.version),
                 "aliases": sorted(version.aliases or []),
+                "approval": authorisation,
+                # champion without a valid approval attestation: set directly in MLflow, not by promote
+                "unauthorised_aliases": [
+                    a for a in (version.aliases or []) if a == names.CHAMPION and not authorisation["ok"]
+                ],
                 "signature": "verified" if check["ok"] else "refused",
                 "problems": check["problems"],
                 "signer_key_id": check.get("signer_key_id"),
@@ -120,6 +132,25 @@ def version_rows(settings: dict[str, str] | None = None) -> list[dict[str, Any]]
             }
         )
     return rows
+
+
+def _champion_authorisation(
+    name: str, version: Any, check: dict[str, Any], decision_keys: Any, key_problem: str | None
+) -> dict[str, Any]:
+    """Whether the version holds a valid signed approval for its verified signature digest."""
+    from tollgate.registry import attestation
+
+    if decision_keys is None:
+        return {"ok": False, "by": None, "problems": [key_problem or "no trusted decision keys"]}
+    result = attestation.check_version(
+        dict(version.tags),
+        decision_keys,
+        decision=attestation.APPROVED,
+        model_name=name,
+        version=str(version.version),
+        signature_sha256=check.get("signature_sha256") if check.get("ok") else None,
+    )
+    return {"ok": result.ok, "by": result.predicate.get("decided_by"), "problems": result.problems}
 
 
 def _fmt(value: Any) -> str:
@@ -164,7 +195,11 @@ def render_page(name: str, rows: list[dict[str, Any]]) -> str:
         links += f' <a href="api/versions/{_fmt(row["version"])}/lineage?model={quote(name)}">lineage</a>'
         cells = [
             _fmt(row["version"]),
-            ", ".join(_fmt(a) for a in row["aliases"]) or "-",
+            (", ".join(_fmt(a) for a in row["aliases"]) or "-")
+            + "".join(
+                f'<br><span class="bad">&#10008; {_fmt(a)} UNAUTHORISED: no valid approval attestation</span>'
+                for a in row.get("unauthorised_aliases", [])
+            ),
             status,
             f"<code>{_fmt(row['dataset_rev'])}</code>",
             _fmt(row["training_run_id"]),
