@@ -226,6 +226,13 @@ def evaluate_and_promote():
         print(f"REJECTED {evidence['model_name']} v{evidence['version']}: {reasons}")
         return outcome
 
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+    def fail_run_on_refused_promotion() -> None:
+        """Keeps the run failed when promote refused or failed (the rejection recorder after it succeeds)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("promote failed or refused the promotion: see its log; champion unchanged")
+
     challenger = resolve_challenger()
     signature = signature_gate(challenger)
     offline = offline_gate(challenger, signature)
@@ -233,6 +240,7 @@ def evaluate_and_promote():
     promoted = promote(evidence)
     route(evidence) >> [approval, reject_on_gates(evidence)]
     approval >> promoted >> record_human_rejection(evidence)
+    promoted >> fail_run_on_refused_promotion()
 
 
 evaluate_and_promote()
