@@ -121,7 +121,11 @@ def failed_task_log(world, dag_id: str, run_id: str, task_id: str) -> str:
     """The log of the task's latest try (it must have run and failed)."""
     ti = world["admin"].get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
     assert ti["state"] == "failed", ti
-    return world["admin"].task_log(dag_id, run_id, task_id, try_number=ti["try_number"])
+    data = world["admin"].get(
+        f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{ti['try_number']}",
+        headers={"Accept": "application/json"},
+    )
+    return json.dumps(data)  # every field, the exception's message (error_detail) included
 
 
 def test_first_model_approved_by_the_assigned_approver_only(world):
@@ -204,16 +208,38 @@ def test_human_rejection_and_timeout_leave_the_champion(world):
 
 def test_rollbacks_only_to_approved_versions_and_registry_writes_do_not_count(world):
     first, second, degraded = (world["versions"][k] for k in ("first", "second", "degraded"))
-    # Approve the second model so that `previous` exists, then roll back to it.
-    run_id = evaluate(world, second)
-    wait_for_pending_approval(world["admin"], PROMOTE, run_id)
-    answer_approval(world["approver"], PROMOTE, run_id, "Approve")
-    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300)["state"] == "success"
-    assert champion(world) == second
-    assert alias_version(world["mlflow"], MODEL, "previous") == first
-
-    run = world["admin"].trigger(ROLLBACK, conf={"model_name": MODEL, "reason": "second model hurts CTR"})
-    assert world["admin"].wait_for_run(ROLLBACK, run["dag_run_id"], timeout=300)["state"] == "success"
+    # Path 7, two racing moves: the approved promotion of the second model and a rollback to the first
+    # are both ready to move aliases at once (held back by emptying the alias pool, then released).
+    admin, pool = world["admin"], "/pools/tollgate_alias_moves"
+    assert admin.get(pool)["slots"] == 1
+    admin.patch(pool, {"name": "tollgate_alias_moves", "slots": 0})
+    try:
+        run_id = evaluate(world, second)
+        wait_for_pending_approval(admin, PROMOTE, run_id)
+        answer_approval(world["approver"], PROMOTE, run_id, "Approve")
+        rollback_run = admin.trigger(
+            ROLLBACK, conf={"model_name": MODEL, "target": first, "reason": "second model hurts CTR"}
+        )["dag_run_id"]
+        assert wait_for_task(world, PROMOTE, run_id, "promote", ("scheduled",)) == "scheduled"
+        assert wait_for_task(world, ROLLBACK, rollback_run, "swap_aliases", ("scheduled",)) == "scheduled"
+        assert champion(world) == first  # nothing moved while both wait for the slot
+    finally:
+        admin.patch(pool, {"name": "tollgate_alias_moves", "slots": 1})
+    assert admin.wait_for_run(PROMOTE, run_id, timeout=300)["state"] == "success"
+    rolled_back = admin.wait_for_run(ROLLBACK, rollback_run, timeout=300)["state"]
+    moves = [
+        admin.get(f"/dags/{dag}/dagRuns/{run}/taskInstances/{task}")
+        for dag, run, task in ((PROMOTE, run_id, "promote"), (ROLLBACK, rollback_run, "swap_aliases"))
+    ]
+    assert moves[0]["end_date"] <= moves[1]["start_date"] or moves[1]["end_date"] <= moves[0]["start_date"]
+    if moves[0]["start_date"] < moves[1]["start_date"]:  # promote, then the rollback undid it
+        assert rolled_back == "success"
+    else:  # the rollback found the first model already champion and refused; then promote moved
+        assert rolled_back == "failed"
+        assert "already the champion" in failed_task_log(world, ROLLBACK, rollback_run, "swap_aliases")
+        assert (champion(world), alias_version(world["mlflow"], MODEL, "previous")) == (second, first)
+        run = admin.trigger(ROLLBACK, conf={"model_name": MODEL, "reason": "second model hurts CTR"})
+        assert admin.wait_for_run(ROLLBACK, run["dag_run_id"], timeout=300)["state"] == "success"
     assert champion(world) == first
     assert alias_version(world["mlflow"], MODEL, "previous") == second
     record = json.loads(tags(world, first)[TAG_ROLLBACK])

@@ -19,6 +19,7 @@ Every refusal raises ``DecisionRefused`` with the reason; nothing is changed bef
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,10 @@ from tollgate.evaluation.promotion import (
     TAG_DECISION,
     TAG_EVIDENCE_SHA256,
     TAG_REJECTED,
+    TAG_ROLLBACK,
     DecisionRecord,
     RollbackRecord,
+    alias_version,
     evidence_digest,
     promote,
     reject,
@@ -37,6 +40,7 @@ from tollgate.evaluation.promotion import (
 )
 from tollgate.registry import attestation
 from tollgate.registry.attestation import Decision
+from tollgate.registry.names import CHAMPION
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -203,6 +207,12 @@ def rollback_attested(
     """Check the target at the move, record a signed rollback attestation, then move the aliases."""
     verified = check_rollback_target(client, name, target, keys)
     version = str(verified.version)
+    earlier = json.loads(verified.tags.get(TAG_ROLLBACK) or "{}")
+    if alias_version(client, name, CHAMPION) == version and earlier.get("request_id") != request_id:
+        raise DecisionRefused(
+            f"Refusing to roll back: version {version} of {name} is already the champion; "
+            "nothing to roll back."
+        )
     if keys.decision_key is None:
         raise DecisionRefused("Refusing to roll back: no decision key to sign the rollback with.")
     kind = attestation.AUTOMATIC_ROLLBACK if automatic else attestation.ROLLBACK
