@@ -212,7 +212,7 @@ def test_rollbacks_only_to_approved_versions_and_registry_writes_do_not_count(wo
     # are both ready to move aliases at once (held back by emptying the alias pool, then released).
     admin, pool = world["admin"], "/pools/tollgate_alias_moves"
     assert admin.get(pool)["slots"] == 1
-    admin.patch(pool, {"name": "tollgate_alias_moves", "slots": 0})
+    admin.patch(pool, {"name": "tollgate_alias_moves", "slots": 0, "include_deferred": False})
     try:
         run_id = evaluate(world, second)
         wait_for_pending_approval(admin, PROMOTE, run_id)
@@ -224,7 +224,7 @@ def test_rollbacks_only_to_approved_versions_and_registry_writes_do_not_count(wo
         assert wait_for_task(world, ROLLBACK, rollback_run, "swap_aliases", ("scheduled",)) == "scheduled"
         assert champion(world) == first  # nothing moved while both wait for the slot
     finally:
-        admin.patch(pool, {"name": "tollgate_alias_moves", "slots": 1})
+        admin.patch(pool, {"name": "tollgate_alias_moves", "slots": 1, "include_deferred": False})
     assert admin.wait_for_run(PROMOTE, run_id, timeout=300)["state"] == "success"
     rolled_back = admin.wait_for_run(ROLLBACK, rollback_run, timeout=300)["state"]
     moves = [
