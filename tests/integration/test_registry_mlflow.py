@@ -446,3 +446,50 @@ def test_airflow_task_takes_the_key_from_the_connection_and_never_prints_it(
     assert "verified: signed by trusted key" in printed.out
     secret = "".join(pem.splitlines()[1:-1])
     assert secret[:32] not in printed.out + printed.err and "PRIVATE KEY" not in printed.out + printed.err
+
+
+def test_registration_never_signs_a_planted_model(world, registered_a, tmp_path):
+    """Anyone with MLflow write access logs a READY model tagged with a training run id before that run
+    registers. Registration compares its files with the trainer's output, refuses to sign it (tagged
+    abandoned with the reason) and signs only a model made from what the trainer produced."""
+    from tollgate.registry import logged_model as lm
+
+    # the trainer's output of run reg-c (a copy of reg-a's, renamed to the new run)
+    real = world["work"] / "out" / "reg-c"
+    shutil.copytree(world["work"] / "out" / "reg-a", real)
+    result = json.loads((real / "result.json").read_text())
+    (real / "result.json").write_text(json.dumps({**result, "training_run_id": "reg-c"}))
+    trained = {**world["trained"]("reg-a"), "training_run_id": "reg-c", "model_uri": str(real)}
+    # the attacker's files: the same, with other weights
+    planted_dir = tmp_path / "planted"
+    shutil.copytree(real, planted_dir)
+    weights = next(p for p in planted_dir.rglob("*.pt"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
+    planted = lm.log_pyfunc(
+        planted_dir,
+        run_id=trained["mlflow_run_id"],
+        tags={names.TAG_TRAINING_RUN_ID: "reg-c"},
+        client=world["client"],
+    )
+
+    from tollgate.registry.register import register_signed_challenger
+
+    steps: list[str] = []
+    outcome = register_signed_challenger(
+        trained,
+        signing_key=world["signing_key"],
+        trusted_keys=str(world["keys"].public_key),
+        model_name=MODEL,
+        tracking_uri=world["url"],
+        on_step=steps.append,
+    )
+    abandoned = world["client"].get_logged_model(planted.model_id).tags
+    assert "files differ from the trainer's output" in abandoned[names.TAG_ABANDONED]
+    assert weights.name in abandoned[names.TAG_ABANDONED]
+    assert names.TAG_SIGNED not in abandoned  # never signed
+    assert any(step.startswith(f"refused logged model {planted.model_id}") for step in steps)
+    result = verify(world, outcome["version"])
+    assert result.ok and result.logged_model_id != planted.model_id
+    files = stored_files(world, outcome["version"])
+    stored = next(files.rglob(weights.name))
+    assert sha256(stored) == sha256(real / weights.relative_to(planted_dir))
