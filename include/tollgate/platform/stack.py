@@ -349,12 +349,10 @@ class LocalStack:
         return "\n".join(lines)
 
     def describe(self, timings: dict[str, float] | None = None) -> str:
-        passwords = self.passwords()
+        users = ", ".join(f"{user} ({role})" for user, role in secrets.USERS.items())
         lines = [
             "Tollgate local platform is up.",
-            f"  Airflow UI : {self.airflow_url}   (users: "
-            + ", ".join(f"{u} / {p}" for u, p in passwords.items())
-            + ")",
+            f"  Airflow UI : {self.airflow_url}   (users: {users}; passwords in the file below)",
             f"  MLflow UI  : {self.mlflow_url}",
             f"  Passwords  : {self.home / 'airflow' / 'passwords.json'}",
             f"  State      : {self.home}",
