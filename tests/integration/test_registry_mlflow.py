@@ -415,6 +415,24 @@ def test_lineage_walks_to_dataset_report_run_and_checkpoints(world, registered_a
     assert lineage["model"]["links"]["training_run"].endswith(f"/runs/{trained['mlflow_run_id']}")
 
 
+def test_lineage_of_a_refused_version_acts_on_none_of_its_provenance(world, registered_a, tmp_path):
+    """The view's lineage walk reads repositories and checkpoint folders named in the provenance; for a
+    version that fails verification it returns only the problems, and a rev never reaches git as an option."""
+    from tollgate.registry.lineage import dataset_manifest, model_lineage
+
+    untrusted = str(world["other_keys"].public_key)  # the version's signer is not trusted here
+    lineage = model_lineage(MODEL, registered_a["version"], untrusted, tracking_uri=world["url"])
+    assert lineage["signature"]["ok"] is False and lineage["signature"]["problems"]
+    assert set(lineage) == {"model", "signature"}  # no dataset, run, report or checkpoint was read
+
+    # What a forged provenance could carry as its dataset rev: taken as an option, git would write the
+    # manifest path's output to a file of the attacker's choosing.
+    target = tmp_path / "written-by-git:data"
+    target.mkdir()
+    assert dataset_manifest(str(world["work"] / "data-repo"), f"--output={tmp_path}/written-by-git") is None
+    assert not list(target.iterdir()), "git took the rev as an option"
+
+
 def test_airflow_task_takes_the_key_from_the_connection_and_never_prints_it(
     world, registered_a, monkeypatch, capsys
 ):
