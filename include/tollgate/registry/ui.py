@@ -14,6 +14,7 @@ server from ``MLFLOW_TRACKING_URI``.
 from __future__ import annotations
 
 import html
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,18 +47,42 @@ def _variable(name: str, fallback: str | None = None) -> str | None:
         return fallback
 
 
+UNREADABLE = "\0unreadable"  # a key setting that could not be read: the view trusts no key at all
+
+
+def _key_variable(name: str) -> str:
+    """A trusted-keys Variable; its embedded default only when it is unset, never when reading fails
+    (a broken secrets backend must not make the view trust a built-in development key)."""
+    from tollgate.config import default_for
+
+    try:
+        from airflow.sdk import Variable
+
+        return Variable.get(name, default=default_for(name))
+    except Exception:
+        return UNREADABLE
+
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\- ]{0,199}$")
+
+
 def view_settings(model: str | None = None) -> dict[str, str]:
+    from fastapi import HTTPException
+
     from tollgate.config import default_for, mlflow_tracking_uri
+
+    if model is not None and not MODEL_NAME.match(model):
+        raise HTTPException(
+            400, "Parameter model: use letters, digits, '.', '_', '-' and spaces (1 to 200 characters)."
+        )
 
     tracking = mlflow_tracking_uri()
     return {
         "model_name": model
         or _variable("tollgate_registered_model")
         or default_for("tollgate_registered_model"),
-        "trusted_keys": _variable("tollgate_trusted_public_keys")
-        or default_for("tollgate_trusted_public_keys"),
-        "decision_keys": _variable("tollgate_decision_public_keys")
-        or default_for("tollgate_decision_public_keys"),
+        "trusted_keys": _key_variable("tollgate_trusted_public_keys"),
+        "decision_keys": _key_variable("tollgate_decision_public_keys"),
         "tracking_uri": tracking,
         "mlflow_ui_url": _variable("tollgate_mlflow_ui_url") or tracking,
     }
@@ -73,19 +98,28 @@ def version_rows(settings: dict[str, str] | None = None) -> list[dict[str, Any]]
 
     settings = settings or view_settings()
     name = settings["model_name"]
+    if not MODEL_NAME.match(name):  # it goes into an MLflow filter string: letters, digits, . _ - space
+        raise ValueError(
+            f"Model name {name[:80]!r} is not allowed here: use letters, digits, '.', '_', '-' and spaces."
+        )
     client = mlflow_client(settings["tracking_uri"])
     versions = client.search_model_versions(
         f"name = '{name}'", max_results=MAX_VERSIONS, order_by=["version_number DESC"]
     )
+    trusted: Any = None
+    decision_keys: Any = None
+    key_problem = None
     try:
-        trusted: Any = resolve_trusted_keys(settings["trusted_keys"])
-        key_problem = None
+        for setting in ("trusted_keys", "decision_keys"):
+            if settings.get(setting) == UNREADABLE:
+                raise SigningKeyError(
+                    f"the {setting.replace('_', ' ')} setting cannot be read (Variable or secrets backend "
+                    "error): no key is trusted until it can"
+                )
+        trusted = resolve_trusted_keys(settings["trusted_keys"])
+        decision_keys = resolve_trusted_keys(settings["decision_keys"])
     except SigningKeyError as err:
-        trusted, key_problem = None, str(err)
-    try:
-        decision_keys: Any = resolve_trusted_keys(settings.get("decision_keys"))
-    except SigningKeyError as err:
-        decision_keys, key_problem = None, key_problem or str(err)
+        trusted, decision_keys, key_problem = None, None, str(err)
     rows = []
     for summary in versions:
         version = client.get_model_version(name, summary.version)  # search results omit aliases
