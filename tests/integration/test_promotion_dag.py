@@ -133,7 +133,9 @@ def test_first_model_approved_by_the_assigned_approver_only(world):
     detail = wait_for_pending_approval(world["admin"], PROMOTE, run_id)
     assert [u["id"] for u in detail["assigned_users"]] == ["approver"]
     assert "| auc |" in detail["body"] and "(none yet)" in detail["body"]  # first model: no champion
-    assert "spot preemption" in detail["body"] and "Signature: verified" in detail["body"]
+    # the fixture trains in one uninterrupted attempt: the body carries those counts, not just the words
+    assert "Training: 1 attempt(s), 0 spot preemption(s)" in detail["body"]
+    assert "Signature: verified" in detail["body"]
 
     with pytest.raises(AirflowAPIError) as refused:  # admin is not an assigned approver
         answer_approval(world["admin"], PROMOTE, run_id, "Approve")

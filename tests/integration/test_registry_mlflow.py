@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -433,8 +434,17 @@ def test_lineage_of_a_refused_version_acts_on_none_of_its_provenance(world, regi
     assert not list(target.iterdir()), "git took the rev as an option"
 
 
+def trained_copy(world, run_id: str) -> dict:
+    """A new training run's output (reg-a's files, renamed to ``run_id``): registering it signs anew."""
+    real = world["work"] / "out" / run_id
+    shutil.copytree(world["work"] / "out" / "reg-a", real)
+    result = json.loads((real / "result.json").read_text())
+    (real / "result.json").write_text(json.dumps({**result, "training_run_id": run_id}))
+    return {**world["trained"]("reg-a"), "training_run_id": run_id, "model_uri": str(real)}
+
+
 def test_airflow_task_takes_the_key_from_the_connection_and_never_prints_it(
-    world, registered_a, monkeypatch, capsys
+    world, registered_a, monkeypatch, capsys, caplog
 ):
     """register_challenger's body: Connection tollgate_signing, Variables, mlflow_default - all from the
     environment here (AIRFLOW_CONN_* / AIRFLOW_VAR_*), as a deployment or secrets backend provides them."""
@@ -457,13 +467,16 @@ def test_airflow_task_takes_the_key_from_the_connection_and_never_prints_it(
 
     conn = {"conn_type": "generic", "extra": {"private_key": pem}}
     monkeypatch.setenv("AIRFLOW_CONN_TOLLGATE_SIGNING", json.dumps(conn))
-    out = register_from_task(world["trained"]("reg-a"), plan, context)
-    assert out["version"] == registered_a["version"] and out["created"] is False
+    caplog.set_level(logging.DEBUG)  # every logger, every level: what a task log could show
+    out = register_from_task(trained_copy(world, "reg-key"), plan, context)  # a new model: really signed
+    assert out["created"] is True and out["version"] != registered_a["version"]
     printed = capsys.readouterr()
-    assert f"CHALLENGER {MODEL} version {registered_a['version']}" in printed.out
+    assert f"CHALLENGER {MODEL} version {out['version']}" in printed.out
     assert "verified: signed by trusted key" in printed.out
-    secret = "".join(pem.splitlines()[1:-1])
-    assert secret[:32] not in printed.out + printed.err and "PRIVATE KEY" not in printed.out + printed.err
+    seen = printed.out + printed.err + caplog.text
+    body = "".join(pem.splitlines()[1:-1])
+    leaked = [body[i : i + 24] for i in range(0, len(body) - 24, 24) if body[i : i + 24] in seen]
+    assert not leaked and "PRIVATE KEY" not in seen
 
 
 def test_registration_never_signs_a_planted_model(world, registered_a, tmp_path):
@@ -473,11 +486,8 @@ def test_registration_never_signs_a_planted_model(world, registered_a, tmp_path)
     from tollgate.registry import logged_model as lm
 
     # the trainer's output of run reg-c (a copy of reg-a's, renamed to the new run)
-    real = world["work"] / "out" / "reg-c"
-    shutil.copytree(world["work"] / "out" / "reg-a", real)
-    result = json.loads((real / "result.json").read_text())
-    (real / "result.json").write_text(json.dumps({**result, "training_run_id": "reg-c"}))
-    trained = {**world["trained"]("reg-a"), "training_run_id": "reg-c", "model_uri": str(real)}
+    trained = trained_copy(world, "reg-c")
+    real = Path(trained["model_uri"])
     # the attacker's files: the same, with other weights
     planted_dir = tmp_path / "planted"
     shutil.copytree(real, planted_dir)
