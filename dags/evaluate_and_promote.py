@@ -226,9 +226,10 @@ def evaluate_and_promote():
         print(f"REJECTED {evidence['model_name']} v{evidence['version']}: {reasons}")
         return outcome
 
-    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+    @task(trigger_rule=TriggerRule.ONE_FAILED)
     def fail_run_on_refused_promotion() -> None:
-        """Keeps the run failed when promote refused or failed (the rejection recorder after it succeeds)."""
+        """Keeps the run failed when promote refused or failed (the rejection recorder after it succeeds).
+        AirflowFailException: never retried, whatever the default retries."""
         from airflow.sdk.exceptions import AirflowFailException
 
         raise AirflowFailException("promote failed or refused the promotion: see its log; champion unchanged")
