@@ -14,7 +14,10 @@ triggered by hand for a model name and version.
    evidence (metrics table, dataset rev, quarantined rows, preemptions, signature, links). No answer
    within `approval_timeout_minutes` counts as Reject.
 5. **Promote** (`champion` → new version, old champion → `previous`, approval record on the version's
-   tags) or **reject** (version tagged rejected with the reasons, loses `challenger`; champion untouched).
+   tags) — only if Airflow's own approval record shows Approve by an assigned approver for exactly this
+   evidence and the version verifies again at the move; approval and promotion are recorded as signed
+   attestations (decision key) — or **reject** (version tagged rejected with the reasons, loses
+   `challenger`; champion untouched).
    A failed gate rejects without asking a human.
 """
 
@@ -26,8 +29,8 @@ from typing import Any
 from airflow.sdk import Param, TriggerRule, dag, task
 
 from tollgate.assets import CHALLENGER_MODEL
-from tollgate.config import APPROVAL_TIMEOUT_MINUTES
-from tollgate.evaluation.approval import ANSWER_KEY, EvidenceApprovalOperator, approval_form
+from tollgate.config import ALIAS_POOL, APPROVAL_TIMEOUT_MINUTES
+from tollgate.evaluation.approval import EvidenceApprovalOperator, approval_form
 
 default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seconds=15)}
 
@@ -139,6 +142,7 @@ def evaluate_and_promote():
 
         evidence = build_evidence(challenger, signature, offline, setting("tollgate_mlflow_ui_url"))
         evidence["approval_timeout_minutes"] = float(context["params"]["approval_timeout_minutes"])
+        evidence["airflow_run_id"] = context["run_id"]  # the digest names this evaluation, not another
         evidence["digest"] = evidence_digest(evidence)
         print(json.dumps(evidence, indent=2, default=str))
         return evidence
@@ -148,18 +152,18 @@ def evaluate_and_promote():
         return "approval" if evidence["gates_passed"] else "reject_on_gates"
 
     @task
-    def reject_on_gates(evidence: dict[str, Any]) -> dict[str, Any]:
+    def reject_on_gates(evidence: dict[str, Any], **context: Any) -> dict[str, Any]:
         """A failed gate rejects without asking a human."""
+        from tollgate.evaluation.decisions import airflow_context, keys_from_airflow, reject_attested
         from tollgate.evaluation.evidence import gate_reasons
-        from tollgate.evaluation.promotion import DecisionRecord, reject
         from tollgate.registry.register import mlflow_client
         from tollgate.runtime import mlflow_uri
 
         reasons = gate_reasons(evidence)
-        record = DecisionRecord("rejected", "tollgate-gates", "automatic gate failure", evidence["digest"])
-        outcome = reject(
-            mlflow_client(mlflow_uri()), evidence["model_name"], evidence["version"], reasons, record
-        )
+        outcome = reject_attested(
+            mlflow_client(mlflow_uri()), evidence, reasons, "tollgate-gates", "automatic gate failure",
+            keys_from_airflow(with_private=True), airflow_context(context),
+        )  # fmt: skip
         print(f"REJECTED {evidence['model_name']} v{evidence['version']} by the gates:", *reasons, sep="\n  ")
         return outcome
 
@@ -167,47 +171,68 @@ def evaluate_and_promote():
         task_id="approval", evidence_task_id="assemble_evidence", params=approval_form()
     )
 
-    @task
+    @task(pool=ALIAS_POOL)
     def promote(evidence: dict[str, Any], **context: Any) -> dict[str, Any]:
-        """Runs only on Approve (the approval skips it otherwise)."""
-        from tollgate.evaluation.promotion import DecisionRecord, promote
+        """Moves champion only if Airflow's HITL record shows Approve of exactly this evidence and the
+        version verifies again now (see tollgate.evaluation.decisions); an XCom answer does not count."""
+        from tollgate.config import AIRFLOW_API_CONN_ID
+        from tollgate.evaluation.approval_record import fetch_approval_record
+        from tollgate.evaluation.decisions import (
+            airflow_context,
+            keys_from_airflow,
+            promote_approved,
+            refusals_fail_the_task,
+        )
         from tollgate.registry.register import mlflow_client
         from tollgate.runtime import mlflow_uri
 
-        answer = context["ti"].xcom_pull(task_ids="approval", key=ANSWER_KEY)
-        record = DecisionRecord(
-            "approved",
-            answer.get("responded_by_user", {}).get("name") or "unknown",
-            (answer.get("params_input") or {}).get("comment", ""),
-            evidence["digest"],
-        )
-        aliases = promote(mlflow_client(mlflow_uri()), evidence["model_name"], evidence["version"], record)
-        print(f"PROMOTED {evidence['model_name']} v{evidence['version']}: {aliases}; record {record.tags()}")
-        return {**aliases, "record": record.tags()}
+        where = airflow_context(context)
+        with refusals_fail_the_task():
+            record = fetch_approval_record(where["dag_id"], where["run_id"], "approval", AIRFLOW_API_CONN_ID)
+            outcome = promote_approved(
+                mlflow_client(mlflow_uri()), evidence, record, keys_from_airflow(with_private=True), where
+            )
+        print(f"PROMOTED {evidence['model_name']} v{evidence['version']}: {outcome}")
+        return outcome
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def record_human_rejection(evidence: dict[str, Any], **context: Any) -> dict[str, Any] | None:
-        """After the approval: a Reject (or no answer in time) rejects the version; Approve was handled."""
-        from tollgate.evaluation.promotion import DecisionRecord, reject
+        """After the approval: a Reject (or no answer in time) rejects the version; Approve was handled.
+        Reads Airflow's own HITL record, like promote, not an XCom."""
+        from tollgate.config import AIRFLOW_API_CONN_ID
+        from tollgate.evaluation.approval_record import APPROVE, ApprovalNotAsked, fetch_approval_record
+        from tollgate.evaluation.decisions import airflow_context, keys_from_airflow, reject_attested
         from tollgate.registry.register import mlflow_client
         from tollgate.runtime import mlflow_uri
 
-        answer = context["ti"].xcom_pull(task_ids="approval", key=ANSWER_KEY)
-        if not answer or answer.get("chosen_options") == ["Approve"]:
-            return None  # not asked (gates failed) or approved: nothing to reject here
-        user = (answer.get("responded_by_user") or {}).get("name")
-        comment = (answer.get("params_input") or {}).get("comment", "")
+        where = airflow_context(context)
+        try:
+            answer = fetch_approval_record(where["dag_id"], where["run_id"], "approval", AIRFLOW_API_CONN_ID)
+        except ApprovalNotAsked as missing:
+            print(f"no approval to record: {missing}")  # not asked (a gate failed and rejected already)
+            return None
+        if not answer.response_received or answer.chosen_options == [APPROVE]:
+            return None  # still waiting (task marked by hand) or approved: nothing to reject here
+        user = answer.responded_by
         reasons = (
-            [f"rejected by approver {user}" + (f": {comment}" if comment else "")]
+            [f"rejected by approver {user}" + (f": {answer.comment}" if answer.comment else "")]
             if user
             else ["no approval answer before the response timeout"]
         )
-        record = DecisionRecord("rejected", user or "timeout", comment, evidence["digest"])
-        outcome = reject(
-            mlflow_client(mlflow_uri()), evidence["model_name"], evidence["version"], reasons, record
-        )
+        outcome = reject_attested(
+            mlflow_client(mlflow_uri()), evidence, reasons, user or "timeout", answer.comment,
+            keys_from_airflow(with_private=True), where,
+        )  # fmt: skip
         print(f"REJECTED {evidence['model_name']} v{evidence['version']}: {reasons}")
         return outcome
+
+    @task(trigger_rule=TriggerRule.ONE_FAILED)
+    def fail_run_on_refused_promotion() -> None:
+        """Keeps the run failed when promote refused or failed (the rejection recorder after it succeeds).
+        AirflowFailException: never retried, whatever the default retries."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("promote failed or refused the promotion: see its log; champion unchanged")
 
     challenger = resolve_challenger()
     signature = signature_gate(challenger)
@@ -216,6 +241,7 @@ def evaluate_and_promote():
     promoted = promote(evidence)
     route(evidence) >> [approval, reject_on_gates(evidence)]
     approval >> promoted >> record_human_rejection(evidence)
+    promoted >> fail_run_on_refused_promotion()
 
 
 evaluate_and_promote()

@@ -60,11 +60,17 @@ VARIABLE_DEFAULTS: dict[str, str] = {
     # Public keys whose model signatures are trusted: PEM files, folders of *.pub, or inline PEM blocks,
     # separated by commas or new lines. The signing key itself is Connection SIGNING_CONN_ID.
     "tollgate_trusted_public_keys": "{state}/keys/tollgate-dev-signing.pub",
+    # Public keys whose decision attestations (approve, reject, rollback) are trusted. The private decision
+    # key is Connection DECISION_CONN_ID, read only by the promote and rollback tasks.
+    "tollgate_decision_public_keys": "{state}/keys/tollgate-dev-decision.pub",
 }
 
 MLFLOW_CONN_ID = "mlflow_default"
 AWS_CONN_ID = "aws_default"
 SIGNING_CONN_ID = "tollgate_signing"
+DECISION_CONN_ID = "tollgate_decision"
+AIRFLOW_API_CONN_ID = "tollgate_airflow_api"
+ALIAS_POOL = "tollgate_alias_moves"  # one slot: promote and rollback never move aliases at the same time
 SPOT_POOL = "spot_training"
 # Hours an approval request waits for a human before it counts as a rejection (a run Param overrides it).
 APPROVAL_TIMEOUT_MINUTES = 24 * 60

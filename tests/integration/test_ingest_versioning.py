@@ -91,3 +91,34 @@ def test_versions_are_served_by_the_remote_alone(tmp_path: Path):
     )  # fmt: skip
     assert len(pd.read_parquet(fetched)) == ROWS
     assert version.dvc_md5 in (repo / f"{schema.CURATED_PATH}.dvc").read_text()
+
+
+def test_a_crash_between_commit_and_tag_is_adopted_by_the_retry(tmp_path: Path, monkeypatch):
+    """The writer dies right after `git commit`, before `git tag` (simulated at that exact call; git and
+    DVC are real). The retry finds the untagged commit whose manifest is this version and tags it, instead
+    of failing on every retry with nothing to commit."""
+    from tollgate.data import versioning
+
+    repo, remote = tmp_path / "repo", str(tmp_path / "remote")
+    clean = _clean_file(tmp_path, "2024-03-01")
+    real_git = versioning._git
+
+    def crash_at_tag(path, *args, **kwargs):
+        if args[:2] == ("tag", "-a"):
+            raise SystemExit("worker killed between commit and tag")
+        return real_git(path, *args, **kwargs)
+
+    monkeypatch.setattr(versioning, "_git", crash_at_tag)
+    with pytest.raises(SystemExit):
+        DataRepo(repo, remote, window_days=3).publish("2024-03-01", clean, 0, log=lambda _: None)
+    monkeypatch.setattr(versioning, "_git", real_git)
+    head = real_git(repo, "rev-parse", "HEAD")
+    assert real_git(repo, "tag", "--points-at", head) == ""  # the crash window: committed, untagged
+
+    lines: list[str] = []
+    version = DataRepo(repo, remote, window_days=3).publish("2024-03-01", clean, 0, log=lines.append)
+    assert (version.tag, version.rev, version.created) == ("data-2024-03-01", head, True)
+    assert any("Adopted the untagged commit" in line for line in lines)
+    assert len(_read(repo, version.tag)) == ROWS
+    again = DataRepo(repo, remote, window_days=3).publish("2024-03-01", clean, 0, log=lambda _: None)
+    assert (again.rev, again.created) == (head, False)

@@ -160,3 +160,35 @@ def _alive(pid: int) -> bool:
     # a zombie (killed, not yet reaped by init) counts as gone
     stat = Path(f"/proc/{pid}/stat")
     return stat.exists() and stat.read_text().split(")")[-1].split()[0] != "Z"
+
+
+def test_trainer_never_inherits_the_workers_secrets(tmp_path, monkeypatch):
+    """The worker's secrets (as `make up` gives them to every Airflow process) do not reach the trainer
+    process; its own settings, MLflow and object-storage access do."""
+    secrets = {
+        "AIRFLOW_CONN_TOLLGATE_SIGNING": '{"extra": {"private_key_path": "/keys/signing.key"}}',
+        "AIRFLOW_CONN_TOLLGATE_DECISION": '{"extra": {"private_key_path": "/keys/decision.key"}}',
+        "AIRFLOW__API_AUTH__JWT_SECRET": "jwt-secret-value",
+        "AIRFLOW__CORE__FERNET_KEY": "fernet-key-value",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////airflow.db",
+    }
+    needed = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}
+    for name, value in {**secrets, **needed}.items():
+        monkeypatch.setenv(name, value)
+    seen = tmp_path / "env.json"
+    script = "import json, os, sys; open(sys.argv[1], 'w').write(json.dumps(dict(os.environ)))"
+    job = TrainingJob(
+        training_run_id="env",
+        image="unused",
+        checkpoint_uri=str(tmp_path / "c"),
+        output_uri=str(tmp_path / "m"),
+        command=(sys.executable, "-c", script, str(seen)),
+        env={"TOLLGATE_STEP_DELAY_SECONDS": "0"},
+    )
+    result, _ = _run(job)
+    assert result.exit_code == 0
+    env = json.loads(seen.read_text())
+    assert not [name for name in env if name in secrets or name.startswith("AIRFLOW")]
+    assert not [value for value in env.values() if value in secrets.values()]
+    assert {k: env.get(k) for k in needed} == needed
+    assert env["TOLLGATE_STEP_DELAY_SECONDS"] == "0" and env["PATH"] == os.environ["PATH"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -415,8 +416,35 @@ def test_lineage_walks_to_dataset_report_run_and_checkpoints(world, registered_a
     assert lineage["model"]["links"]["training_run"].endswith(f"/runs/{trained['mlflow_run_id']}")
 
 
+def test_lineage_of_a_refused_version_acts_on_none_of_its_provenance(world, registered_a, tmp_path):
+    """The view's lineage walk reads repositories and checkpoint folders named in the provenance; for a
+    version that fails verification it returns only the problems, and a rev never reaches git as an option."""
+    from tollgate.registry.lineage import dataset_manifest, model_lineage
+
+    untrusted = str(world["other_keys"].public_key)  # the version's signer is not trusted here
+    lineage = model_lineage(MODEL, registered_a["version"], untrusted, tracking_uri=world["url"])
+    assert lineage["signature"]["ok"] is False and lineage["signature"]["problems"]
+    assert set(lineage) == {"model", "signature"}  # no dataset, run, report or checkpoint was read
+
+    # What a forged provenance could carry as its dataset rev: taken as an option, git would write the
+    # manifest path's output to a file of the attacker's choosing.
+    target = tmp_path / "written-by-git:data"
+    target.mkdir()
+    assert dataset_manifest(str(world["work"] / "data-repo"), f"--output={tmp_path}/written-by-git") is None
+    assert not list(target.iterdir()), "git took the rev as an option"
+
+
+def trained_copy(world, run_id: str) -> dict:
+    """A new training run's output (reg-a's files, renamed to ``run_id``): registering it signs anew."""
+    real = world["work"] / "out" / run_id
+    shutil.copytree(world["work"] / "out" / "reg-a", real)
+    result = json.loads((real / "result.json").read_text())
+    (real / "result.json").write_text(json.dumps({**result, "training_run_id": run_id}))
+    return {**world["trained"]("reg-a"), "training_run_id": run_id, "model_uri": str(real)}
+
+
 def test_airflow_task_takes_the_key_from_the_connection_and_never_prints_it(
-    world, registered_a, monkeypatch, capsys
+    world, registered_a, monkeypatch, capsys, caplog
 ):
     """register_challenger's body: Connection tollgate_signing, Variables, mlflow_default - all from the
     environment here (AIRFLOW_CONN_* / AIRFLOW_VAR_*), as a deployment or secrets backend provides them."""
@@ -439,10 +467,57 @@ def test_airflow_task_takes_the_key_from_the_connection_and_never_prints_it(
 
     conn = {"conn_type": "generic", "extra": {"private_key": pem}}
     monkeypatch.setenv("AIRFLOW_CONN_TOLLGATE_SIGNING", json.dumps(conn))
-    out = register_from_task(world["trained"]("reg-a"), plan, context)
-    assert out["version"] == registered_a["version"] and out["created"] is False
+    caplog.set_level(logging.DEBUG)  # every logger, every level: what a task log could show
+    out = register_from_task(trained_copy(world, "reg-key"), plan, context)  # a new model: really signed
+    assert out["created"] is True and out["version"] != registered_a["version"]
     printed = capsys.readouterr()
-    assert f"CHALLENGER {MODEL} version {registered_a['version']}" in printed.out
+    assert f"CHALLENGER {MODEL} version {out['version']}" in printed.out
     assert "verified: signed by trusted key" in printed.out
-    secret = "".join(pem.splitlines()[1:-1])
-    assert secret[:32] not in printed.out + printed.err and "PRIVATE KEY" not in printed.out + printed.err
+    seen = printed.out + printed.err + caplog.text
+    body = "".join(pem.splitlines()[1:-1])
+    leaked = [body[i : i + 24] for i in range(0, len(body) - 24, 24) if body[i : i + 24] in seen]
+    assert not leaked and "PRIVATE KEY" not in seen
+
+
+def test_registration_never_signs_a_planted_model(world, registered_a, tmp_path):
+    """Anyone with MLflow write access logs a READY model tagged with a training run id before that run
+    registers. Registration compares its files with the trainer's output, refuses to sign it (tagged
+    abandoned with the reason) and signs only a model made from what the trainer produced."""
+    from tollgate.registry import logged_model as lm
+
+    # the trainer's output of run reg-c (a copy of reg-a's, renamed to the new run)
+    trained = trained_copy(world, "reg-c")
+    real = Path(trained["model_uri"])
+    # the attacker's files: the same, with other weights
+    planted_dir = tmp_path / "planted"
+    shutil.copytree(real, planted_dir)
+    weights = next(p for p in planted_dir.rglob("*.pt"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
+    planted = lm.log_pyfunc(
+        planted_dir,
+        run_id=trained["mlflow_run_id"],
+        tags={names.TAG_TRAINING_RUN_ID: "reg-c"},
+        client=world["client"],
+    )
+
+    from tollgate.registry.register import register_signed_challenger
+
+    steps: list[str] = []
+    outcome = register_signed_challenger(
+        trained,
+        signing_key=world["signing_key"],
+        trusted_keys=str(world["keys"].public_key),
+        model_name=MODEL,
+        tracking_uri=world["url"],
+        on_step=steps.append,
+    )
+    abandoned = world["client"].get_logged_model(planted.model_id).tags
+    assert "files differ from the trainer's output" in abandoned[names.TAG_ABANDONED]
+    assert weights.name in abandoned[names.TAG_ABANDONED]
+    assert names.TAG_SIGNED not in abandoned  # never signed
+    assert any(step.startswith(f"refused logged model {planted.model_id}") for step in steps)
+    result = verify(world, outcome["version"])
+    assert result.ok and result.logged_model_id != planted.model_id
+    files = stored_files(world, outcome["version"])
+    stored = next(files.rglob(weights.name))
+    assert sha256(stored) == sha256(real / weights.relative_to(planted_dir))

@@ -159,6 +159,12 @@ def create_app(root: str | None = None) -> FastAPI:
         except storage.StorageError:
             raise HTTPException(404, f"No file at {uri}.") from None
         media_type = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
-        return Response(content=data, media_type=media_type)
+        # Stored HTML (Data Docs) is served on the Airflow origin: sandbox it, so its scripts can never act
+        # with the signed-in user's session.
+        return Response(
+            content=data,
+            media_type=media_type,
+            headers={"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"},
+        )
 
     return app

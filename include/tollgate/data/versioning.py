@@ -207,6 +207,9 @@ class DataRepo:
             if existing:
                 log(f"Unchanged content for dt={day}: existing version {existing['tag']} ({existing['rev']})")
                 return self._version(existing, created=False)
+            adopted = self._adopt_untagged_head(day, content_hash, log)
+            if adopted:
+                return self._version(adopted, created=True)
             return self._commit(day, window, curated, content_hash, quarantined_rows, gate or {}, log)
 
     def _window(self, day: date, new_bytes: bytes) -> list[tuple[str, bytes]]:
@@ -289,6 +292,32 @@ class DataRepo:
         manifest.update(tag=tag, rev=_git(self.path, "rev-parse", "HEAD"))
         log(f"New dataset version {tag} ({manifest['rev'][:12]}): {message}")
         return self._version(manifest, created=True)
+
+    def _adopt_untagged_head(self, day: date, content_hash: str, log: Any) -> dict[str, Any] | None:
+        """A writer that crashed between ``git commit`` and ``git tag`` left HEAD untagged. When that
+        commit's manifest is exactly this version (same day, same content), tag it instead of committing
+        again (which would fail with nothing to commit, on every retry)."""
+        head = _git(self.path, "rev-parse", "--verify", "-q", "HEAD", check=False)
+        if not head or _git(self.path, "tag", "--points-at", head):
+            return None
+        shown = subprocess.run(
+            ["git", "-C", str(self.path), "show", f"{head}:{MANIFEST_PATH}"], capture_output=True, text=True
+        )
+        try:
+            manifest = json.loads(shown.stdout) if shown.returncode == 0 else None
+        except ValueError:
+            manifest = None
+        if not manifest or (manifest.get("partition"), manifest.get("content_hash")) != (
+            day.isoformat(),
+            content_hash,
+        ):
+            return None
+        tag = self._free_tag(day)
+        message = _git(self.path, "log", "-1", "--format=%B", head)
+        _git(self.path, "tag", "-a", tag, "-m", message, head)
+        manifest.update(tag=tag, rev=head)
+        log(f"Adopted the untagged commit {head[:12]} of an interrupted attempt as dataset version {tag}")
+        return manifest
 
     def _free_tag(self, day: date) -> str:
         base = f"{TAG_PREFIX}{day.isoformat()}"

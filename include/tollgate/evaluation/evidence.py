@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tollgate.evaluation.approval_record import evidence_line
 from tollgate.evaluation.offline_gate import metrics_table
 
 
@@ -109,4 +110,6 @@ def approval_body(evidence: dict[str, Any]) -> str:
     if data.get("validation_report"):
         lines.append(f"- Validation report: {data['validation_report']}")
     lines += ["", "Approve to make it the champion (the current one becomes `previous`), or Reject."]
+    if evidence.get("digest"):  # binds this request to exactly this evidence: promote checks it
+        lines += ["", evidence_line(evidence["digest"])]
     return "\n".join(lines)

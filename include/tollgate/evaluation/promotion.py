@@ -115,25 +115,38 @@ def rollback(
     client: MlflowClient, name: str, target_version: str, requested_by: str, reason: str, request_id: str = ""
 ) -> RollbackRecord:
     """Point ``champion`` at ``target_version`` (already verified by the caller); the replaced
-    champion becomes ``previous``. The record goes on both versions."""
+    champion becomes ``previous``.
+
+    The record goes on both versions *before* any alias moves, so a retry after a crash part-way
+    (same ``request_id``) finds it and finishes the same rollback instead of failing."""
     target_version = str(target_version)
     current = alias_version(client, name, CHAMPION)
+    done = client.get_model_version(name, target_version).tags.get(TAG_ROLLBACK)
+    earlier = RollbackRecord(**json.loads(done)) if done else None
     if current == target_version:
-        done = client.get_model_version(name, target_version).tags.get(TAG_ROLLBACK)
-        if request_id and done and json.loads(done).get("request_id") == request_id:
-            return RollbackRecord(**json.loads(done))  # this request already went through (task retry)
+        if request_id and earlier and earlier.request_id == request_id:
+            _finish_rollback(client, name, earlier)  # this request already moved champion: finish it
+            return earlier
         raise ValueError(f"version {target_version} of {name} is already the champion: nothing to roll back")
-    record = RollbackRecord(
-        from_version=current,
-        to_version=target_version,
-        requested_by=requested_by,
-        reason=reason,
-        at=datetime.now(UTC).isoformat(timespec="seconds"),
-        request_id=request_id,
-    )
-    client.set_registered_model_alias(name, CHAMPION, target_version)
-    if current is not None:
-        client.set_registered_model_alias(name, PREVIOUS, current)
-        client.set_model_version_tag(name, current, TAG_ROLLBACK, record.to_json())
+    if request_id and earlier and earlier.request_id == request_id and earlier.from_version == current:
+        record = earlier  # a retry before the move: same record
+    else:
+        record = RollbackRecord(
+            from_version=current,
+            to_version=target_version,
+            requested_by=requested_by,
+            reason=reason,
+            at=datetime.now(UTC).isoformat(timespec="seconds"),
+            request_id=request_id,
+        )
     client.set_model_version_tag(name, target_version, TAG_ROLLBACK, record.to_json())
+    if current is not None:
+        client.set_model_version_tag(name, current, TAG_ROLLBACK, record.to_json())
+    client.set_registered_model_alias(name, CHAMPION, target_version)
+    _finish_rollback(client, name, record)
     return record
+
+
+def _finish_rollback(client: MlflowClient, name: str, record: RollbackRecord) -> None:
+    if record.from_version is not None and alias_version(client, name, PREVIOUS) != record.from_version:
+        client.set_registered_model_alias(name, PREVIOUS, record.from_version)

@@ -91,6 +91,26 @@ class LocalRunResult:
         return self.ended_at - self.started_at
 
 
+# What a trainer may inherit from the Airflow worker: paths, locale, its own settings, MLflow and object
+# storage access, accelerators and Python's own switches. Everything else (AIRFLOW__*, AIRFLOW_CONN_*,
+# AIRFLOW_VAR_*, ...) stays with the worker.
+TRAINER_ENV_NAMES = frozenset(
+    {"PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
+     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "GIT_PYTHON_REFRESH", "NO_PROXY", "no_proxy",
+     "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"}
+)  # fmt: skip
+TRAINER_ENV_PREFIXES = ("TOLLGATE_", "MLFLOW_", "AWS_", "CUDA_", "NVIDIA_", "PYTHON", "LC_")
+
+
+def trainer_environment(worker_env: Mapping[str, str]) -> dict[str, str]:
+    """The allow-listed part of ``worker_env``."""
+    return {
+        name: value
+        for name, value in worker_env.items()
+        if name in TRAINER_ENV_NAMES or name.startswith(TRAINER_ENV_PREFIXES)
+    }
+
+
 class LocalLauncher:
     """Runs one attempt of ``job`` as a local process. ``stop()`` may be called from another thread or a
     signal handler (Airflow's on_kill) while ``run()`` is streaming."""
@@ -125,7 +145,9 @@ class LocalLauncher:
         return [*command, *self.job.argv()]
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        """The trainer's environment: an allow-list of the worker's (like the pod gets), never its secrets
+        (signing-key Connection, JWT secret, fernet key, database URL), then the job's own variables."""
+        env = trainer_environment(os.environ)
         env.update(self.job.env)
         env.update(self.extra_env)
         env["PYTHONUNBUFFERED"] = "1"

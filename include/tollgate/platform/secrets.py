@@ -6,7 +6,10 @@ import json
 import secrets
 from pathlib import Path
 
-USERS = {"admin": "admin", "approver": "user"}  # user -> SimpleAuthManager role
+# user -> SimpleAuthManager role. tollgate-auditor is the read-only account through which promote reads
+# Airflow's own record of an approval answer (Connection tollgate_airflow_api).
+USERS = {"admin": "admin", "approver": "user", "tollgate-auditor": "viewer"}
+AUDITOR = "tollgate-auditor"
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -16,12 +19,11 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def ensure_passwords(path: Path) -> dict[str, str]:
-    """User -> password; generated on first use, kept as is afterwards."""
-    if path.exists():
-        existing = json.loads(path.read_text())
-        if set(USERS) <= set(existing):
-            return existing
-    passwords = {user: secrets.token_urlsafe(12) for user in USERS}
+    """User -> password; generated on first use, kept as is afterwards (a new user gets one added)."""
+    existing = json.loads(path.read_text()) if path.exists() else {}
+    if set(USERS) <= set(existing):
+        return existing
+    passwords = {**existing, **{user: secrets.token_urlsafe(12) for user in USERS if user not in existing}}
     _write_private(path, json.dumps(passwords, indent=2))
     return passwords
 

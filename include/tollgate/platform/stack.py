@@ -152,6 +152,32 @@ class LocalStack:
             env["AIRFLOW_CONN_TOLLGATE_SIGNING"] = json.dumps(
                 {"conn_type": "generic", "extra": {"private_key_path": str(keys.private_key)}}
             )
+        env.update(self._decision_env())
+        return env
+
+    def _decision_env(self) -> dict[str, str]:
+        """The decision key (signs approvals; read only by promote/rollback), its public key pinned as
+        an environment Variable (the UI cannot change it), and the read-only account promote uses to
+        read Airflow's own approval records. Each is defined in the environment, where the UI and REST
+        API cannot override it."""
+        from tollgate.registry.keys import DEV_DECISION_PRIVATE_KEY, DEV_DECISION_PUBLIC_KEY
+
+        env: dict[str, str] = {}
+        if "AIRFLOW_CONN_TOLLGATE_DECISION" not in os.environ:
+            keys = ensure_dev_keypair(self.home, DEV_DECISION_PRIVATE_KEY, DEV_DECISION_PUBLIC_KEY)
+            env["AIRFLOW_CONN_TOLLGATE_DECISION"] = json.dumps(
+                {"conn_type": "generic", "extra": {"private_key_path": str(keys.private_key)}}
+            )
+            env["AIRFLOW_VAR_TOLLGATE_DECISION_PUBLIC_KEYS"] = str(keys.public_key)
+        if "AIRFLOW_CONN_TOLLGATE_AIRFLOW_API" not in os.environ:
+            env["AIRFLOW_CONN_TOLLGATE_AIRFLOW_API"] = json.dumps(
+                {
+                    "conn_type": "http",
+                    "host": self.airflow_url,
+                    "login": secrets.AUDITOR,
+                    "password": self.passwords()[secrets.AUDITOR],
+                }
+            )
         return env
 
     def _airflow_bin(self) -> str:
@@ -330,12 +356,10 @@ class LocalStack:
         return "\n".join(lines)
 
     def describe(self, timings: dict[str, float] | None = None) -> str:
-        passwords = self.passwords()
+        users = ", ".join(f"{user} ({role})" for user, role in secrets.USERS.items())
         lines = [
             "Tollgate local platform is up.",
-            f"  Airflow UI : {self.airflow_url}   (users: "
-            + ", ".join(f"{u} / {p}" for u, p in passwords.items())
-            + ")",
+            f"  Airflow UI : {self.airflow_url}   (users: {users}; passwords in the file below)",
             f"  MLflow UI  : {self.mlflow_url}",
             f"  Passwords  : {self.home / 'airflow' / 'passwords.json'}",
             f"  State      : {self.home}",

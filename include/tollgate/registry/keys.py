@@ -32,6 +32,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 DEV_PRIVATE_KEY = "tollgate-dev-signing.key"
 DEV_PUBLIC_KEY = "tollgate-dev-signing.pub"
+# The decision key signs approval, rejection and rollback attestations. It is a second pair, distinct from
+# the model-signing key that registration holds, so a registration task cannot forge an approval.
+DEV_DECISION_PRIVATE_KEY = "tollgate-dev-decision.key"
+DEV_DECISION_PUBLIC_KEY = "tollgate-dev-decision.pub"
 _PEM_BLOCK = re.compile(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.DOTALL)
 
 
@@ -60,15 +64,18 @@ class KeyPair:
     key_id: str
 
 
-def ensure_dev_keypair(state_dir: Path) -> KeyPair:
+def ensure_dev_keypair(
+    state_dir: Path, private_name: str = DEV_PRIVATE_KEY, public_name: str = DEV_PUBLIC_KEY
+) -> KeyPair:
     """A development ECDSA P-256 key pair under ``<state_dir>/keys/``, made once and kept afterwards.
 
-    The private key file is created with mode 0600 before any byte is written to it.
+    The private key file is created with mode 0600 before any byte is written to it. The default names
+    are the model-signing pair; pass ``DEV_DECISION_*`` for the decision pair.
     """
     keys = Path(state_dir) / "keys"
     keys.mkdir(parents=True, exist_ok=True)
     os.chmod(keys, 0o700)
-    private_path, public_path = keys / DEV_PRIVATE_KEY, keys / DEV_PUBLIC_KEY
+    private_path, public_path = keys / private_name, keys / public_name
     if private_path.exists() and private_path.stat().st_size > 0:
         private = load_private_key(private_path.read_bytes(), source=str(private_path))
     else:
@@ -179,15 +186,15 @@ def signing_key_from_connection_fields(
     )
 
 
-def signing_key_from_airflow(conn_id: str) -> SigningKey:
-    """Read the signing key from an Airflow Connection (inside a task; any secrets backend)."""
+def signing_key_from_airflow(conn_id: str, purpose: str = "the model signing key") -> SigningKey:
+    """Read a private key from an Airflow Connection (inside a task; any secrets backend)."""
     from airflow.sdk import Connection
 
     try:
         conn = Connection.get(conn_id)
     except Exception as err:  # the SDK raises its own error types; name the fix
         raise SigningKeyError(
-            f"Airflow Connection {conn_id!r} (the model signing key) is not defined: {type(err).__name__}. "
+            f"Airflow Connection {conn_id!r} ({purpose}) is not defined: {type(err).__name__}. "
             f'Create it (for example AIRFLOW_CONN_{conn_id.upper()}=\'{{"conn_type": "generic", '
             '"extra": {"private_key_path": "/path/key.pem"}}\') or add it to your secrets backend.'
         ) from None

@@ -1,6 +1,7 @@
 """Lineage of a model version: from the version back to its dataset, validation report, training run
-and checkpoints. The facts come from the *signed* provenance, so the walk also says whether the
-signature verified; a refused model's lineage is shown but flagged."""
+and checkpoints. The facts come from the *signed* provenance. A version that fails verification gets
+only its problems: its provenance is not trusted, so no repository it names is read, no revision it names
+reaches git and no checkpoint location it names is opened with the caller's credentials."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def dataset_manifest(repo: str | None, rev: str | None) -> dict[str, Any] | None
     try:
         if Path(repo).is_dir():  # a local checkout: plain git, no DVC start-up cost
             text = subprocess.run(
-                ["git", "-C", repo, "show", f"{rev}:{DATASET_MANIFEST}"],
+                ["git", "-C", repo, "show", "--end-of-options", f"{rev}:{DATASET_MANIFEST}"],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -66,6 +67,11 @@ def model_lineage(
     result = verify_model_version(name, version_or_alias, trusted_keys, client=client)
     if result.version is None:
         raise LookupError("; ".join(result.problems))
+    if not result.ok:  # untrusted provenance: act on none of it
+        return {
+            "model": {"name": name, "version": result.version, "aliases": result.aliases},
+            "signature": {"ok": False, "problems": result.problems},
+        }
     predicate = (result.provenance or {}).get("predicate", {})
     dataset = dict(predicate.get("dataset") or {})
     training = dict(predicate.get("training") or {})

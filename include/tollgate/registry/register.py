@@ -155,8 +155,14 @@ def _find_or_make_signed_model(
         if model.tags.get(names.TAG_SIGNED) == "true":
             on_step("found signed model")
             return model
+    trained_dir = fetch_trained_dir(trained["model_uri"], work, training_run_id) if candidates else None
     for model in candidates:  # an earlier attempt stopped between upload and tagging, or before signing
         files = lm.download(model, work / f"adopt-{model.model_id}", client.tracking_uri)
+        differ = trained_files_differ(files, trained_dir)
+        if differ:  # not what the trainer produced (planted, or a stale attempt): never sign it
+            on_step(f"refused logged model {model.model_id}: {differ}")
+            client.set_logged_model_tags(model.model_id, {names.TAG_ABANDONED: differ[:4000]})
+            continue
         signature = files / names.SIGNATURE_FILE
         if signature.exists():
             own = {key.key_id: TrustedKey(key.key_id, _public_pem(key), "signing key")}
@@ -179,7 +185,7 @@ def _find_or_make_signed_model(
         return _mark_signed(client, model, tags, on_step)
 
     on_step("logging model")
-    trained_dir = fetch_trained_dir(trained["model_uri"], work, training_run_id)
+    trained_dir = trained_dir or fetch_trained_dir(trained["model_uri"], work, training_run_id)
     model = lm.log_pyfunc(
         trained_dir,
         run_id=trained["mlflow_run_id"],
@@ -192,6 +198,23 @@ def _find_or_make_signed_model(
     )
     tags = _tags_for(trained, info.sha256, info.key_id, provenance_sha256)
     return _mark_signed(client, model, tags, on_step)
+
+
+def trained_files_differ(model_files: Path, trained_dir: Path) -> str:
+    """Why a logged model's trainer files are not exactly the trainer's output (sha256 per file), or ""."""
+    from tollgate.registry.signing import sha256_file
+
+    def digests(root: Path) -> dict[str, str]:
+        return {p.relative_to(root).as_posix(): sha256_file(p) for p in root.rglob("*") if p.is_file()}
+
+    folders = [d for d in model_files.rglob(names.TRAINED_FILES_DIR) if d.is_dir()]
+    if len(folders) != 1:
+        return f"the logged model holds {len(folders)} '{names.TRAINED_FILES_DIR}' folders, expected 1"
+    expected, found = digests(trained_dir), digests(folders[0])
+    changed = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+    if changed:
+        return "files differ from the trainer's output (sha256): " + ", ".join(changed[:10])
+    return ""
 
 
 def _mark_signed(

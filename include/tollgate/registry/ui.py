@@ -14,6 +14,7 @@ server from ``MLFLOW_TRACKING_URI``.
 from __future__ import annotations
 
 import html
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,16 +47,42 @@ def _variable(name: str, fallback: str | None = None) -> str | None:
         return fallback
 
 
+UNREADABLE = "\0unreadable"  # a key setting that could not be read: the view trusts no key at all
+
+
+def _key_variable(name: str) -> str:
+    """A trusted-keys Variable; its embedded default only when it is unset, never when reading fails
+    (a broken secrets backend must not make the view trust a built-in development key)."""
+    from tollgate.config import default_for
+
+    try:
+        from airflow.sdk import Variable
+
+        return Variable.get(name, default=default_for(name))
+    except Exception:
+        return UNREADABLE
+
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\- ]{0,199}$")
+
+
 def view_settings(model: str | None = None) -> dict[str, str]:
+    from fastapi import HTTPException
+
     from tollgate.config import default_for, mlflow_tracking_uri
+
+    if model is not None and not MODEL_NAME.match(model):
+        raise HTTPException(
+            400, "Parameter model: use letters, digits, '.', '_', '-' and spaces (1 to 200 characters)."
+        )
 
     tracking = mlflow_tracking_uri()
     return {
         "model_name": model
         or _variable("tollgate_registered_model")
         or default_for("tollgate_registered_model"),
-        "trusted_keys": _variable("tollgate_trusted_public_keys")
-        or default_for("tollgate_trusted_public_keys"),
+        "trusted_keys": _key_variable("tollgate_trusted_public_keys"),
+        "decision_keys": _key_variable("tollgate_decision_public_keys"),
         "tracking_uri": tracking,
         "mlflow_ui_url": _variable("tollgate_mlflow_ui_url") or tracking,
     }
@@ -71,15 +98,28 @@ def version_rows(settings: dict[str, str] | None = None) -> list[dict[str, Any]]
 
     settings = settings or view_settings()
     name = settings["model_name"]
+    if not MODEL_NAME.match(name):  # it goes into an MLflow filter string: letters, digits, . _ - space
+        raise ValueError(
+            f"Model name {name[:80]!r} is not allowed here: use letters, digits, '.', '_', '-' and spaces."
+        )
     client = mlflow_client(settings["tracking_uri"])
     versions = client.search_model_versions(
         f"name = '{name}'", max_results=MAX_VERSIONS, order_by=["version_number DESC"]
     )
+    trusted: Any = None
+    decision_keys: Any = None
+    key_problem = None
     try:
-        trusted: Any = resolve_trusted_keys(settings["trusted_keys"])
-        key_problem = None
+        for setting in ("trusted_keys", "decision_keys"):
+            if settings.get(setting) == UNREADABLE:
+                raise SigningKeyError(
+                    f"the {setting.replace('_', ' ')} setting cannot be read (Variable or secrets backend "
+                    "error): no key is trusted until it can"
+                )
+        trusted = resolve_trusted_keys(settings["trusted_keys"])
+        decision_keys = resolve_trusted_keys(settings["decision_keys"])
     except SigningKeyError as err:
-        trusted, key_problem = None, str(err)
+        trusted, decision_keys, key_problem = None, None, str(err)
     rows = []
     for summary in versions:
         version = client.get_model_version(name, summary.version)  # search results omit aliases
@@ -89,6 +129,7 @@ def version_rows(settings: dict[str, str] | None = None) -> list[dict[str, Any]]
             check = verify_model_version(
                 name, version.version, trusted, client=client, deadline_s=20
             ).to_dict()
+        authorisation = _champion_authorisation(name, version, check, decision_keys, key_problem)
         predicate = (check.get("provenance") or {}).get("predicate", {})
         metrics = predicate.get("metrics") or {}
         run = None
@@ -101,6 +142,11 @@ def version_rows(settings: dict[str, str] | None = None) -> list[dict[str, Any]]
             {
                 "version": str(version.version),
                 "aliases": sorted(version.aliases or []),
+                "approval": authorisation,
+                # champion without a valid approval attestation: set directly in MLflow, not by promote
+                "unauthorised_aliases": [
+                    a for a in (version.aliases or []) if a == names.CHAMPION and not authorisation["ok"]
+                ],
                 "signature": "verified" if check["ok"] else "refused",
                 "problems": check["problems"],
                 "signer_key_id": check.get("signer_key_id"),
@@ -120,6 +166,25 @@ def version_rows(settings: dict[str, str] | None = None) -> list[dict[str, Any]]
             }
         )
     return rows
+
+
+def _champion_authorisation(
+    name: str, version: Any, check: dict[str, Any], decision_keys: Any, key_problem: str | None
+) -> dict[str, Any]:
+    """Whether the version holds a valid signed approval for its verified signature digest."""
+    from tollgate.registry import attestation
+
+    if decision_keys is None:
+        return {"ok": False, "by": None, "problems": [key_problem or "no trusted decision keys"]}
+    result = attestation.check_version(
+        dict(version.tags),
+        decision_keys,
+        decision=attestation.APPROVED,
+        model_name=name,
+        version=str(version.version),
+        signature_sha256=check.get("signature_sha256") if check.get("ok") else None,
+    )
+    return {"ok": result.ok, "by": result.predicate.get("decided_by"), "problems": result.problems}
 
 
 def _fmt(value: Any) -> str:
@@ -164,7 +229,11 @@ def render_page(name: str, rows: list[dict[str, Any]]) -> str:
         links += f' <a href="api/versions/{_fmt(row["version"])}/lineage?model={quote(name)}">lineage</a>'
         cells = [
             _fmt(row["version"]),
-            ", ".join(_fmt(a) for a in row["aliases"]) or "-",
+            (", ".join(_fmt(a) for a in row["aliases"]) or "-")
+            + "".join(
+                f'<br><span class="bad">&#10008; {_fmt(a)} UNAUTHORISED: no valid approval attestation</span>'
+                for a in row.get("unauthorised_aliases", [])
+            ),
             status,
             f"<code>{_fmt(row['dataset_rev'])}</code>",
             _fmt(row["training_run_id"]),
