@@ -12,7 +12,6 @@ import requests
 
 from tollgate.assets import CURATED_DATASET, LANDING_IMPRESSIONS
 from tollgate.data import generator
-from tollgate.platform.api import AirflowAPIError
 
 pytestmark = pytest.mark.integration
 
@@ -79,65 +78,3 @@ def test_landing_event_posted_through_rest_starts_an_ingest_that_publishes(local
     stranger.trust_env = False
     assert stranger.get(f"{local_platform.airflow_url}/tollgate-data/", timeout=30).status_code == 401
 
-
-def _backfill(client, body: dict[str, Any], days: list[str], timeout: float = 600) -> list[dict[str, Any]]:
-    """Create a backfill, wait until the scheduler completes it, return its runs of ``days``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            backfill = client.post("/backfills", body)
-            break
-        except AirflowAPIError as exc:  # SQLite: "Database is locked" while the scheduler writes
-            if exc.status_code != 503 or time.monotonic() > deadline:
-                raise
-            time.sleep(3)
-    while not client.get(f"/backfills/{backfill['id']}").get("completed_at"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"backfill {backfill['id']} not completed after {timeout:.0f} s")
-        time.sleep(2)
-    runs = client.get(f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill", "limit": 100})["dag_runs"]
-    return sorted(
-        (r for r in runs if r["logical_date"] and r["logical_date"][:10] in days),
-        key=lambda r: r["logical_date"],
-    )
-
-
-def test_backfill_gives_one_version_per_day_in_order_and_a_rerun_changes_nothing(
-    local_platform, admin_client
-):
-    import subprocess
-
-    client = admin_client
-    client.wait_for_dag(DAG_ID)
-    days = ["2024-05-10", "2024-05-11"]  # two days show the order; each run costs ~20-60 s here
-    repo = client.get("/variables/tollgate_data_repo")["value"]
-    client.patch("/variables/tollgate_simulated_rows", {"key": "tollgate_simulated_rows", "value": "2000"})
-    client.unpause(DAG_ID)
-    try:
-        body = {"dag_id": DAG_ID, "from_date": f"{days[0]}T00:00:00Z", "to_date": f"{days[-1]}T00:00:00Z",
-                "max_active_runs": 1, "reprocess_behavior": "none"}  # fmt: skip
-        first = _backfill(client, body, days)
-        assert [(r["logical_date"][:10], r["state"]) for r in first] == [(d, "success") for d in days]
-
-        def tags() -> list[str]:
-            out = subprocess.run(
-                ["git", "-C", repo, "log", "--reverse", "--format=%D"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            return [
-                t.strip() for line in out.splitlines() for t in line.split(",") if "tag: data-2024-05-1" in t
-            ]
-
-        assert [t.replace("tag: ", "") for t in tags()] == [f"data-{d}" for d in days]
-
-        # The same backfill again, reprocessing completed runs: nothing new is versioned or published.
-        mine = _backfill(client, {**body, "reprocess_behavior": "completed"}, days)
-        assert all(r["state"] == "success" for r in mine), mine
-        assert [t.replace("tag: ", "") for t in tags()] == [f"data-{d}" for d in days]
-        for run in mine:
-            states = {ti["task_id"]: ti["state"] for ti in client.task_instances(DAG_ID, run["dag_run_id"])}
-            assert states["publish"] == "skipped", states
-    finally:
-        client.patch(f"/dags/{DAG_ID}", {"is_paused": True})

@@ -1,0 +1,178 @@
+"""The README's Airflow CLI commands, typed as written in the clone, act on the running local platform
+(here the session platform): backfill create / list / cancel, dags list / unpause / trigger, tasks test.
+
+Each command runs as a subprocess in a user's shell: no AIRFLOW_* settings, only TOLLGATE_HOME naming
+the platform's state folder, and a fresh HOME that must not gain an ``airflow/`` folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tollgate.platform.stack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DAG_ID = "dataset_ingest"
+PROJECT_DAGS = sorted(p.stem for p in (REPO_ROOT / "dags").glob("*.py") if not p.name.startswith("_"))
+
+
+def readme_commands() -> list[str]:
+    """The command lines of the README's CLI section, comments stripped."""
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text.split("## The Airflow CLI on the local platform", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line.split("  #", 1)[0].strip() for line in block.splitlines()]
+    return [line for line in lines if line.startswith(".venv/bin/")]
+
+
+def readme_command(*words: str, without: str = "\0") -> str:
+    matches = [c for c in readme_commands() if all(w in c for w in words) and without not in c]
+    assert len(matches) == 1, f"README should show exactly one command with {words}: {matches}"
+    return matches[0]
+
+
+class Shell:
+    def __init__(self, stack: LocalStack, home: Path):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        self.env = {**env, "TOLLGATE_HOME": str(stack.home), "HOME": str(home)}
+
+    def run(self, command: str, ok: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            shlex.split(command), cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, timeout=300
+        )
+        if ok:
+            assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+        return result
+
+
+def _backfills(client) -> list[dict[str, Any]]:
+    return client.get("/backfills", params={"dag_id": DAG_ID, "order_by": "-id"})["backfills"]
+
+
+def _wait_completed(client, backfill_id: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not client.get(f"/backfills/{backfill_id}").get("completed_at"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"backfill {backfill_id} not completed after {timeout:.0f} s")
+        time.sleep(1)
+
+
+def _runs_of(client, days: list[str]) -> list[dict[str, Any]]:
+    """The backfill runs of ``days`` (a rerun of a day reuses its run), in date order."""
+    runs = client.get(f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill", "limit": 100})["dag_runs"]
+    return sorted((r for r in runs if r["logical_date"][:10] in days), key=lambda r: r["logical_date"])
+
+
+def _tags(repo: str, prefix: str) -> list[str]:
+    out = subprocess.run(
+        ["git", "-C", repo, "log", "--reverse", "--format=%D"], capture_output=True, text=True, check=True
+    ).stdout
+    return re.findall(rf"tag: ({re.escape(prefix)}[^,\s]*)", out)
+
+
+def _backfill_does_not_retrain(client, repo: str, days: list[str]) -> None:
+    """The backfill's curated events start one train_model run, which records them and trains on none.
+
+    A newer version is tagged by hand in the data repository first, so that an event another test left
+    queued (the daily run's, say) is older than the newest version too, and nothing here trains.
+    """
+    newer = "data-2099-12-31"
+    subprocess.run(["git", "-C", repo, "tag", newer, "HEAD"], check=True)
+    started = client.get("/dags/train_model/dagRuns", params={"order_by": "-run_after", "limit": 1})
+    before = {r["dag_run_id"] for r in started["dag_runs"]}
+    client.unpause("train_model")
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            runs = client.get("/dags/train_model/dagRuns", params={"order_by": "-run_after", "limit": 5})
+            new = [r for r in runs["dag_runs"] if r["dag_run_id"] not in before]
+            if new:
+                break
+            assert time.monotonic() < deadline, "the backfill's curated events started no train_model run"
+            time.sleep(1)
+        run = client.wait_for_run("train_model", new[0]["dag_run_id"], timeout=180)
+    finally:
+        client.patch("/dags/train_model", {"is_paused": True})
+        subprocess.run(["git", "-C", repo, "tag", "-d", newer], check=True, capture_output=True)
+    states = {ti["task_id"]: ti["state"] for ti in client.task_instances("train_model", run["dag_run_id"])}
+    assert run["run_type"] == "asset_triggered" and run["state"] == "success", (run, states)
+    assert states["prepare_job"] == "skipped" and states["train_local"] == "skipped", states
+    log = client.task_log("train_model", run["dag_run_id"], "prepare_job")
+    assert "SKIPPED: Not training on data-" in log, log
+    for day in days:  # each backfilled version: skipped as older, or the newest one not trained on
+        assert f"Skipped queued event data-{day}:" in log or f"Not training on data-{day}:" in log, log
+    assert "Param rev=" in log  # how to train on one on purpose
+
+
+def test_readme_cli_commands_act_on_the_local_platform(local_platform, admin_client, tmp_path):
+    client = admin_client
+    client.wait_for_dag(DAG_ID)
+    (tmp_path / "home").mkdir()
+    shell = Shell(local_platform, tmp_path / "home")
+    repo = client.get("/variables/tollgate_data_repo")["value"]
+    client.patch("/variables/tollgate_simulated_rows", {"key": "tollgate_simulated_rows", "value": "2000"})
+    create = readme_command("backfill create", "--to-date 2024-03-03", without="--reprocess-behavior")
+    days = ["2024-03-01", "2024-03-02", "2024-03-03"]
+
+    # dags list, through tollgate and through the bare command: every DAG of the project.
+    for command in (readme_command("dags list"), ".venv/bin/airflow dags list"):
+        listed = shell.run(command).stdout
+        assert all(dag_id in listed for dag_id in PROJECT_DAGS), (command, listed)
+
+    try:
+        # Cancel: a backfill created while the DAG is paused, cancelled before any of its runs starts.
+        client.patch(f"/dags/{DAG_ID}", {"is_paused": True})
+        shell.run(".venv/bin/tollgate airflow backfill create --dag-id dataset_ingest "
+                  "--from-date 2024-03-20 --to-date 2024-03-20")  # fmt: skip
+        doomed = _backfills(client)[0]
+        cancel = readme_command("backfill cancel").rsplit("--id", 1)[0] + f"--id {doomed['id']}"
+        assert "cancelled" in shell.run(cancel).stdout
+        assert client.get(f"/backfills/{doomed['id']}")["completed_at"]
+        assert [r["state"] for r in _runs_of(client, ["2024-03-20"])] == ["failed"]
+
+        # The README's backfill: one version per day, in date order.
+        shell.run(readme_command("dags unpause"))
+        shell.run(create)
+        first = _backfills(client)[0]
+        assert first["id"] != doomed["id"] and first["from_date"][:10] == days[0]
+        _wait_completed(client, first["id"])
+        runs = _runs_of(client, days)
+        assert [(r["logical_date"][:10], r["state"]) for r in runs] == [(d, "success") for d in days]
+        assert _tags(repo, "data-2024-03-0") == [f"data-{d}" for d in days]
+        _backfill_does_not_retrain(client, repo, days)
+        listing = shell.run(readme_command("backfill list")).stdout
+        assert re.search(rf"^\s*{first['id']}\s+2024-03-01\s+2024-03-03\s+done", listing, re.M), listing
+
+        # Again as written: nothing to create (Airflow says so), nothing new.
+        again = shell.run(create, ok=False)
+        assert again.returncode == 1 and "No runs to create" in again.stdout + again.stderr
+        assert _backfills(client)[0]["id"] == first["id"]
+        # Again re-running completed runs: every run succeeds, no new version, no new asset event.
+        shell.run(readme_command("backfill create", "--reprocess-behavior completed"))
+        rerun = _backfills(client)[0]
+        _wait_completed(client, rerun["id"])
+        for run in _runs_of(client, days):
+            states = {ti["task_id"]: ti["state"] for ti in client.task_instances(DAG_ID, run["dag_run_id"])}
+            assert run["state"] == "success" and states["publish"] == "skipped", (run, states)
+        assert _tags(repo, "data-2024-03-0") == [f"data-{d}" for d in days]
+
+        # dags trigger with a conf, and tasks test of one task.
+        triggered = shell.run(readme_command("dags trigger")).stdout
+        run_id = re.search(r"manual__[0-9T:.+\-_]+", triggered).group(0)
+        assert client.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")["conf"] == {"partition": "2024-03-04"}
+        assert client.wait_for_run(DAG_ID, run_id, timeout=600)["state"] == "success"
+        tested = shell.run(readme_command("tasks test", "locate_partition"))
+        assert "Ingesting dt=2024-03-04" in tested.stdout + tested.stderr
+    finally:
+        client.patch(f"/dags/{DAG_ID}", {"is_paused": True})
+    assert not (tmp_path / "home" / "airflow").exists()
