@@ -2,7 +2,10 @@
 ### Evaluate and promote the challenger
 
 Scheduled on the **challenger** Asset (published by `train_model` after signed registration), or
-triggered by hand for a model name and version.
+triggered by hand for a model name and version. A run triggered by several queued challenger events
+evaluates the **newest** (highest version; the others are logged as skipped), and a run whose newest
+event is older than the current `challenger` alias is skipped: an older model is never evaluated or
+promoted in place of a newer one.
 
 1. **Signature gate** — the challenger's files are checked against its OpenSSF model-signing
    signature (trusted keys only) and its signed provenance against the version's tags.
@@ -57,21 +60,29 @@ default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seco
 def evaluate_and_promote():
     @task
     def resolve_challenger(**context: Any) -> dict[str, str]:
-        """The version to evaluate: the run's Params, else the triggering challenger event."""
-        from tollgate.runtime import setting
+        """The version to evaluate: the run's Params, else the newest triggering challenger event."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from tollgate.evaluation.promotion import alias_version
+        from tollgate.evaluation.selection import SupersededChallenger, choose_challenger
+        from tollgate.registry.names import CHALLENGER
+        from tollgate.registry.register import mlflow_client
+        from tollgate.runtime import mlflow_uri, setting
 
         params = context["params"]
-        name, version = params.get("model_name"), params.get("version")
-        if not version:
-            events = context["triggering_asset_events"].get(CHALLENGER_MODEL) or []
-            if not events:
-                raise ValueError(
-                    "No challenger to evaluate: trigger with Params model_name and version, or let the "
-                    "challenger Asset event from train_model trigger this DAG."
-                )
-            extra = events[-1].extra
-            name, version = extra["model_name"], str(extra["version"])
-        return {"model_name": name or setting("tollgate_registered_model"), "version": str(version)}
+        events = context["triggering_asset_events"].get(CHALLENGER_MODEL) or []
+        try:
+            return choose_challenger(
+                param_name=params.get("model_name"),
+                param_version=params.get("version"),
+                triggering_extras=[event.extra or {} for event in events],
+                default_model=setting("tollgate_registered_model"),
+                current_challenger=lambda name: alias_version(mlflow_client(mlflow_uri()), name, CHALLENGER),
+                log=print,
+            )
+        except SupersededChallenger as superseded:
+            print(f"SKIPPED: {superseded}")
+            raise AirflowSkipException(str(superseded)) from superseded
 
     @task
     def signature_gate(challenger: dict[str, str]) -> dict[str, Any]:
