@@ -42,6 +42,10 @@ down:
 status: setup
 	$(BIN)/tollgate-platform status
 
+# Stop the platform and delete the state folder (.tollgate or $$TOLLGATE_HOME): an empty state.
+clean-state: setup
+	$(BIN)/tollgate-platform clean-state
+
 demo: setup
 	$(BIN)/python -m tollgate.demo
 

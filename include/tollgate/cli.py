@@ -15,13 +15,13 @@ def main(argv: list[str] | None = None) -> int:
         from tollgate.platform import airflow_cli
 
         return airflow_cli.main(args[1:])
-    if args and args[0] in ("up", "down", "status"):
+    if args and args[0] in ("up", "down", "status", "clean-state"):
         from tollgate.platform import cli
 
         return cli.main(args)
     print(
         "usage: tollgate airflow <airflow command …>   any Airflow CLI command, against the local platform\n"
-        "       tollgate up | down | status   the local platform (as the make targets)",
+        "       tollgate up | down | status | clean-state   the local platform (as the make targets)",
         file=sys.stderr if args and args[0] not in ("-h", "--help") else sys.stdout,
     )
     return 0 if args and args[0] in ("-h", "--help") else 2

@@ -227,6 +227,41 @@ def print_summary(demo: Demo, seconds: float) -> None:
     print("\n".join(lines))
 
 
+def earlier_work(dataset_tags: list[str], run_counts: dict[str, int]) -> list[str]:
+    """What an earlier run left in the state, in words (empty for an empty state)."""
+    found = []
+    if dataset_tags:
+        found.append(f"{len(dataset_tags)} dataset versions ({', '.join(sorted(dataset_tags)[-3:])}, ...)")
+    found += [f"{count} runs of {dag_id}" for dag_id, count in run_counts.items() if count]
+    return found
+
+
+def refusal(found: list[str], home: str) -> str:
+    """Why the demo does not run on this state, and how to get an empty one."""
+    return (
+        f"make demo needs an empty state, and {home} holds the work of an earlier run: "
+        + "; ".join(found)
+        + ". Its summary would mix that work with this run's. The platform is up: look around in the UI "
+        "(`make status`). To run the demo again from an empty state: `make clean-state && make demo` "
+        "(clean-state stops the platform and deletes the state folder: databases, models, data, keys)."
+    )
+
+
+def _state_of(stack: LocalStack, admin: AirflowClient) -> list[str]:
+    import subprocess
+
+    from tollgate.config import default_for
+
+    repo = default_for("tollgate_data_repo")
+    tags = subprocess.run(["git", "-C", repo, "tag", "--list", "data-*"], capture_output=True, text=True)
+    counts = {
+        dag_id: int(admin.get(f"/dags/{dag_id}/dagRuns", params={"limit": 1}).get("total_entries") or 0)
+        for dag_id in (INGEST, TRAIN, PROMOTE)
+        if admin.session.get(f"{admin.base_url}/api/v2/dags/{dag_id}", timeout=30).ok
+    }
+    return earlier_work(tags.stdout.split() if tags.returncode == 0 else [], counts)
+
+
 def main() -> int:
     started = time.monotonic()
     stack = LocalStack()
@@ -240,6 +275,10 @@ def main() -> int:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
     demo = Demo(stack)
+    found = _state_of(stack, demo.admin)
+    if found:
+        print(f"ERROR: {refusal(found, str(stack.home))}", file=sys.stderr)
+        return 2
     demo.run()
     print_summary(demo, time.monotonic() - started)
     return 0

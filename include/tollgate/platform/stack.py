@@ -306,6 +306,26 @@ class LocalStack:
             print("Stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         return stopped
 
+    def clean(self) -> str:
+        """Stop the platform and delete its state folder (databases, logs, keys, data): an empty state.
+
+        Refuses a folder that does not look like a Tollgate state folder, so a mistyped TOLLGATE_HOME
+        never deletes something else.
+        """
+        import shutil
+
+        if not self.home.exists():
+            return f"Nothing to clean: {self.home} does not exist."
+        markers = ("airflow", "mlflow", "run", "keys", "logs", "data-repo", "storage", "landing")
+        if self.home.name != ".tollgate" and not any((self.home / m).exists() for m in markers):
+            raise ServiceError(
+                f"{self.home} does not look like a Tollgate state folder (none of {', '.join(markers)} in "
+                "it): not deleting it. Check TOLLGATE_HOME."
+            )
+        self.down(quiet=True)
+        shutil.rmtree(self.home)
+        return f"Deleted {self.home}: the next `make up` / `make demo` starts from an empty state."
+
     def status(self) -> str:
         state = self.read_state()
         if state is None:
