@@ -15,7 +15,9 @@ promoted in place of a newer one.
 3. *(Shadow and canary gates of the serving stage go here, between the offline gate and approval.)*
 4. **Human approval** — an Airflow HITL approval assigned to the `tollgate_approvers`, showing the
    evidence (metrics table, dataset rev, quarantined rows, preemptions, signature, links). No answer
-   within `approval_timeout_minutes` counts as Reject.
+   within `approval_timeout_minutes` counts as Reject. The approvers get an e-mail with the evidence
+   and the link to answer, then one with the outcome (addresses: Variable `tollgate_approver_emails`,
+   mail through the Connection `smtp_default`).
 5. **Promote** (`champion` → new version, old champion → `previous`, approval record on the version's
    tags) or **reject** (version tagged rejected with the reasons, loses `challenger`; champion untouched).
    A failed gate rejects without asking a human.
@@ -31,6 +33,7 @@ from airflow.sdk import Param, TriggerRule, dag, task
 from tollgate.assets import CHALLENGER_MODEL
 from tollgate.config import APPROVAL_TIMEOUT_MINUTES
 from tollgate.evaluation.approval import ANSWER_KEY, EvidenceApprovalOperator, approval_form
+from tollgate.evaluation.notify import ApprovalNotifier
 
 default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seconds=15)}
 
@@ -175,7 +178,12 @@ def evaluate_and_promote():
         return outcome
 
     approval = EvidenceApprovalOperator(
-        task_id="approval", evidence_task_id="assemble_evidence", params=approval_form()
+        task_id="approval",
+        evidence_task_id="assemble_evidence",
+        params=approval_form(),
+        # Approvers are told: the request (evidence + link to answer), then the outcome or the timeout.
+        notifiers=[ApprovalNotifier("request")],
+        on_success_callback=ApprovalNotifier("outcome"),
     )
 
     @task

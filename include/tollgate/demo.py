@@ -221,10 +221,23 @@ def print_summary(demo: Demo, seconds: float) -> None:
         f"Champion now: v{s['champion']}",
         f"Second round: v{second['registered']['version']} REJECTED by the gates: "
         + "; ".join(r for g in rejected_evidence["gates"].values() for r in g["reasons"]),
+        *_newest_mail(stack),
         "",
         stack.describe(),
     ]
     print("\n".join(lines))
+
+
+def _newest_mail(stack: LocalStack) -> list[str]:
+    """The newest message the approvers were sent, as the local SMTP server stored it."""
+    from tollgate.platform.mailbox import describe, messages
+
+    mail = messages(stack.mailbox)
+    if not mail:
+        return [f"Mail to the approvers: none in {stack.mailbox}"]
+    text = describe(mail[-1])
+    return [f"Newest of {len(mail)} mails to the approvers ({stack.mailbox}):",
+            *[f"  | {line}" for line in text.splitlines()]]  # fmt: skip
 
 
 def earlier_work(dataset_tags: list[str], run_counts: dict[str, int]) -> list[str]:

@@ -71,6 +71,7 @@ def test_up_trigger_down_leaves_nothing(tmp_path: Path):
     finally:
         stopped = stack.down(quiet=True)
     assert set(stopped) == {
+        "smtp-server",
         "mlflow-server",
         "airflow-api-server",
         "airflow-scheduler",

@@ -66,6 +66,24 @@ def champion(world) -> str | None:
     return alias_version(world["mlflow"], MODEL, "champion")
 
 
+def mail_about(world, version: str, words: str, timeout: float = 60) -> str:
+    """The approvers' mail (the local SMTP server's Maildir) whose subject names the version and ``words``."""
+    import time
+
+    from tollgate.platform.mailbox import describe, messages
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [m for m in messages(world["stack"].mailbox)
+                 if f"{MODEL} v{version}" in m.subject and words in m.subject]  # fmt: skip
+        if found:
+            assert found[-1].to == "approver@localhost"
+            return describe(found[-1])
+        got = [m.subject for m in messages(world["stack"].mailbox)]
+        assert time.monotonic() < deadline, f"no mail '{words}' about v{version}; mail: {got}"
+        time.sleep(0.5)
+
+
 def tamper(world, version: str) -> None:
     """Change one byte of a stored file of the version, in the MLflow artifact store itself."""
     from tollgate.registry.verify import logged_model_id_of
@@ -87,6 +105,10 @@ def test_first_model_approved_by_the_assigned_approver_only(world):
     assert [u["id"] for u in detail["assigned_users"]] == ["approver"]
     assert "| auc |" in detail["body"] and "(none yet)" in detail["body"]  # first model: no champion
     assert "spot preemption" in detail["body"] and "Signature: verified" in detail["body"]
+    # The approver was told: the evidence and the direct link to answer.
+    request = mail_about(world, world["versions"]["first"], "Approval needed")
+    assert f"/dags/{PROMOTE}/runs/{run_id}/tasks/approval/required_actions" in request, request
+    assert "auc" in request and "no answer within" in request
 
     with pytest.raises(AirflowAPIError) as refused:  # admin is not an assigned approver
         answer_approval(world["admin"], PROMOTE, run_id, "Approve")
@@ -100,6 +122,8 @@ def test_first_model_approved_by_the_assigned_approver_only(world):
     record = tags(world, world["versions"]["first"])
     assert record[TAG_DECISION] == "approved" and record[TAG_DECIDED_BY] == "approver"
     assert record["tollgate.approval.comment"] == "metrics above the floors"
+    outcome = mail_about(world, world["versions"]["first"], "Approved by approver")
+    assert "metrics above the floors" in outcome
 
 
 def test_worse_model_rejected_by_the_offline_gate_without_asking(world):
@@ -132,6 +156,7 @@ def test_human_rejection_and_timeout_leave_the_champion(world):
     timed_out = tags(world, version)
     assert timed_out[TAG_DECIDED_BY] == "timeout"
     assert "no approval answer before the response timeout" in timed_out["tollgate.rejection_reasons"]
+    assert "Reject (the default) applies" in mail_about(world, version, "No answer in time")
     assert champion(world) == world["versions"]["first"]
 
 
