@@ -101,7 +101,13 @@ class Demo:
         landing_asset = self.admin.get("/assets", params={"uri_pattern": LANDING_IMPRESSIONS.uri})["assets"][
             0
         ]
+        # Unpausing ran the daily schedule for yesterday; a landing event for a day already versioned would
+        # version it again with a different window (data-<day>-v2): one version per landed day instead.
+        versioned = set(dataset_tags(default_for("tollgate_data_repo")))
         for day in days:
+            if f"data-{day}" in versioned:
+                say(f"  dt={day} was ingested by the daily schedule on unpause: no landing event needed")
+                continue
             known = {r["dag_run_id"] for r in self.runs(INGEST)}
             self.admin.post(
                 "/assets/events", {"asset_id": landing_asset["id"], "extra": {"partition": str(day)}}
@@ -109,14 +115,20 @@ class Demo:
             run = self.wait_new_run(INGEST, known)
             done = self.admin.wait_for_run(INGEST, run["dag_run_id"], timeout=900)
             say(f"  landing event dt={day} -> {INGEST} run {run['dag_run_id']}: {done['state']}")
+        from tollgate.events import newest_dataset_event
+
         events = self.asset_events(CURATED_DATASET.uri)
-        latest = events[-1]["extra"]
-        self.summary["dataset"] = latest
+        self.summary["dataset"] = newest_dataset_event([e["extra"] for e in events]).chosen
         self.summary["dataset_versions"] = [describe_version(e["extra"]) for e in events]
         self.summary["quarantined_total"] = sum(int(e["extra"]["quarantined_rows"]) for e in events)
 
     def train(self, conf: dict[str, Any], label: str) -> dict[str, Any]:
         self.admin.wait_for_dag(TRAIN)
+        # The demo trains by hand (with its Params); the curated events queued for train_model would
+        # otherwise start a second training on the same data as soon as it is unpaused.
+        queued = self.admin.request("DELETE", f"/dags/{TRAIN}/assets/queuedEvents", expect=(204, 404))
+        if queued is None:
+            say(f"  cleared the curated-dataset events queued for {TRAIN}: this round is triggered by hand")
         self.admin.unpause(TRAIN)
         known_promote = {r["dag_run_id"] for r in self.runs(PROMOTE)}
         run = self.admin.trigger(TRAIN, conf=conf)
@@ -260,19 +272,23 @@ def refusal(found: list[str], home: str) -> str:
     )
 
 
-def _state_of(stack: LocalStack, admin: AirflowClient) -> list[str]:
+def dataset_tags(repo: str) -> list[str]:
+    """Dataset version tags in the data repository ([] when it does not exist yet)."""
     import subprocess
 
+    tags = subprocess.run(["git", "-C", repo, "tag", "--list", "data-*"], capture_output=True, text=True)
+    return tags.stdout.split() if tags.returncode == 0 else []
+
+
+def _state_of(stack: LocalStack, admin: AirflowClient) -> list[str]:
     from tollgate.config import default_for
 
-    repo = default_for("tollgate_data_repo")
-    tags = subprocess.run(["git", "-C", repo, "tag", "--list", "data-*"], capture_output=True, text=True)
     counts = {
         dag_id: int(admin.get(f"/dags/{dag_id}/dagRuns", params={"limit": 1}).get("total_entries") or 0)
         for dag_id in (INGEST, TRAIN, PROMOTE)
         if admin.session.get(f"{admin.base_url}/api/v2/dags/{dag_id}", timeout=30).ok
     }
-    return earlier_work(tags.stdout.split() if tags.returncode == 0 else [], counts)
+    return earlier_work(dataset_tags(default_for("tollgate_data_repo")), counts)
 
 
 def main() -> int:
