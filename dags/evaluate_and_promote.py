@@ -5,7 +5,9 @@ Scheduled on the **challenger** Asset (published by `train_model` after signed r
 triggered by hand for a model name and version. A run triggered by several queued challenger events
 evaluates the **newest** (highest version; the others are logged as skipped), and a run whose newest
 event is older than the current `challenger` alias is skipped: an older model is never evaluated or
-promoted in place of a newer one.
+promoted in place of a newer one. When a run starts on version N, **supersede_older_runs** ends every
+active run evaluating an older version (at whatever stage: a pending approval is closed), tags that
+version `tollgate.superseded_by`, and tells the approvers, so nothing waits behind an obsolete request.
 
 1. **Signature gate** — the challenger's files are checked against its OpenSSF model-signing
    signature (trusted keys only) and its signed provenance against the version's tags.
@@ -41,7 +43,9 @@ default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seco
 @dag(
     schedule=[CHALLENGER_MODEL],
     catchup=False,
-    max_active_runs=1,
+    # Several runs may be active so that a newer challenger's run starts and supersedes an older one
+    # waiting for approval (task supersede_older_runs) instead of queueing behind it for up to 24 h.
+    max_active_runs=3,
     tags=["tollgate", "promotion", "gates"],
     default_args=default_args,
     doc_md=__doc__,
@@ -86,6 +90,13 @@ def evaluate_and_promote():
         except SupersededChallenger as superseded:
             print(f"SKIPPED: {superseded}")
             raise AirflowSkipException(str(superseded)) from superseded
+
+    @task
+    def supersede_older_runs(challenger: dict[str, str], **context: Any) -> list[dict[str, str]]:
+        """End the runs evaluating older versions (pending approvals closed), record it, tell approvers."""
+        from tollgate.evaluation.supersede import supersede_from_task
+
+        return supersede_from_task(challenger, context)
 
     @task
     def signature_gate(challenger: dict[str, str]) -> dict[str, Any]:
@@ -229,6 +240,7 @@ def evaluate_and_promote():
         return outcome
 
     challenger = resolve_challenger()
+    supersede_older_runs(challenger)
     signature = signature_gate(challenger)
     offline = offline_gate(challenger, signature)
     evidence = assemble_evidence(challenger, signature, offline)

@@ -44,7 +44,7 @@ def test_up_trigger_down_leaves_nothing(tmp_path: Path):
         assert timings["settings applied"] > 0
 
         passwords = stack.passwords()
-        assert set(passwords) == {"admin", "approver"}
+        assert set(passwords) == {"admin", "approver", "tollgate"}
         assert (tmp_path / "state" / "airflow" / "passwords.json").stat().st_mode & 0o077 == 0
 
         with pytest.raises(AirflowAPIError) as wrong:

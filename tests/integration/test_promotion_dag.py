@@ -160,6 +160,34 @@ def test_human_rejection_and_timeout_leave_the_champion(world):
     assert champion(world) == world["versions"]["first"]
 
 
+def test_a_newer_challenger_supersedes_a_pending_approval(world):
+    """v1 waits for approval when v3's run starts: v1's run ends at once, its request is closed and
+    recorded on v1, the approver is told, and only v3 is asked about."""
+    from tollgate.evaluation.supersede import TAG_SUPERSEDED_BY
+
+    old, new = world["versions"]["first"], world["versions"]["second"]
+    old_run = evaluate(world, old)
+    wait_for_pending_approval(world["admin"], PROMOTE, old_run)
+    new_run = evaluate(world, new)  # starts at once (max_active_runs > 1), not behind the old request
+    ended = world["admin"].wait_for_run(PROMOTE, old_run, timeout=300)
+    assert ended["state"] == "failed" and f"Superseded by {MODEL} v{new}" in ended["note"], ended
+    assert states(world, PROMOTE, old_run)["approval"] not in ("awaiting_input", "deferred", "running")
+    assert states(world, PROMOTE, old_run)["promote"] != "success"
+    assert tags(world, old)[TAG_SUPERSEDED_BY] == new
+    assert "approval request closed" in mail_about(world, old, f"superseded by v{new}")
+    pending = world["admin"].get(
+        f"/dags/{PROMOTE}/dagRuns/~/hitlDetails", params={"response_received": False}
+    )
+    waiting = {d["task_instance"]["dag_run_id"] for d in pending["hitl_details"]
+               if d["task_instance"]["state"] == "awaiting_input"}  # fmt: skip
+    assert old_run not in waiting
+
+    wait_for_pending_approval(world["admin"], PROMOTE, new_run)
+    answer_approval(world["approver"], PROMOTE, new_run, "Reject", comment="supersede test")
+    assert world["admin"].wait_for_run(PROMOTE, new_run, timeout=300)["state"] == "success"
+    assert champion(world) == old
+
+
 def test_tampered_challenger_refused_then_rollbacks(world):
     second = world["versions"]["second"]
     # Approve the second model so that `previous` exists, then roll back to it.

@@ -81,6 +81,34 @@ def outcome_message(evidence: Mapping[str, Any], answer: Mapping[str, Any] | Non
     return subject, body
 
 
+def superseded_message(model_name: str, old: str, new: str) -> tuple[str, str]:
+    """Subject and HTML telling approvers an older candidate's request is closed."""
+    subject = f"[Tollgate] {model_name} v{old}: superseded by v{new}, approval request closed"
+    body = (
+        f"<p>{html.escape(model_name)} v{old} is no longer a candidate: the newer challenger v{new} "
+        "replaces it. Its evaluation and any pending approval request were closed; you will be asked "
+        f"about v{new} once it passes the automatic gates.</p>"
+    )
+    return subject, body
+
+
+def tell_approvers(users: Sequence[str], subject: str, body: str) -> list[str]:
+    """Mail ``users`` (addresses: Variable tollgate_approver_emails); never raises; returns the addresses."""
+    from tollgate.runtime import setting
+
+    try:
+        addresses, unknown = approver_addresses(setting("tollgate_approver_emails"), users)
+        if unknown:
+            log.warning("No e-mail address for %s in Variable tollgate_approver_emails", unknown)
+        if addresses:
+            send_mail(addresses, subject, body)
+            log.info("Told %s: %s", ", ".join(addresses), subject)
+        return addresses
+    except Exception as error:  # telling people must never change the decision
+        log.warning("Could not notify the approvers: %s", error)
+        return []
+
+
 def send_mail(to: Sequence[str], subject: str, body: str, conn_id: str = SMTP_CONN_ID) -> None:
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 

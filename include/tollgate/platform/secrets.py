@@ -6,7 +6,8 @@ import json
 import secrets
 from pathlib import Path
 
-USERS = {"admin": "admin", "approver": "user"}  # user -> SimpleAuthManager role
+# user -> SimpleAuthManager role; `tollgate`: the service user tasks act as (tollgate_airflow_api).
+USERS = {"admin": "admin", "approver": "user", "tollgate": "op"}
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -145,6 +145,11 @@ class LocalStack:
                 "no_proxy": "127.0.0.1,localhost",
             }
         )
+        if "AIRFLOW_CONN_TOLLGATE_AIRFLOW_API" not in os.environ:  # the service user tasks act as
+            env["AIRFLOW_CONN_TOLLGATE_AIRFLOW_API"] = json.dumps(
+                {"conn_type": "http", "host": self.airflow_url, "login": "tollgate",
+                 "password": self.passwords()["tollgate"]}
+            )  # fmt: skip
         if "AIRFLOW_CONN_SMTP_DEFAULT" not in os.environ:  # approver mail: the local SMTP server
             env["AIRFLOW_CONN_SMTP_DEFAULT"] = json.dumps(
                 {"conn_type": "smtp", "host": "127.0.0.1", "port": self.ports.smtp,
