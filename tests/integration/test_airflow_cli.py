@@ -80,38 +80,51 @@ def _tags(repo: str, prefix: str) -> list[str]:
     return re.findall(rf"tag: ({re.escape(prefix)}[^,\s]*)", out)
 
 
-def _backfill_does_not_retrain(client, repo: str, days: list[str]) -> None:
-    """The backfill's curated events start one train_model run, which records them and trains on none.
+NEWER = "data-2099-12-31"
 
-    A newer version is tagged by hand in the data repository first, so that an event another test left
-    queued (the daily run's, say) is older than the newest version too, and nothing here trains.
+
+def _expect_a_newer_version(client, repo: str) -> set[str]:
+    """Tag a version newer than any in the session's data repository, then let train_model listen.
+
+    So a curated event another test left (the daily run's, say) is older than the newest version too,
+    and nothing in this test trains. Returns the train_model runs that existed before.
     """
-    newer = "data-2099-12-31"
-    subprocess.run(["git", "-C", repo, "tag", newer, "HEAD"], check=True)
-    started = client.get("/dags/train_model/dagRuns", params={"order_by": "-run_after", "limit": 1})
-    before = {r["dag_run_id"] for r in started["dag_runs"]}
-    client.unpause("train_model")
+    time.sleep(5)  # the scheduler creates the daily run of the latest interval on unpause
+    deadline = time.monotonic() + 300  # that run: done first
+    while any(r["state"] in ("queued", "running") for r in client.get(f"/dags/{DAG_ID}/dagRuns")["dag_runs"]):
+        assert time.monotonic() < deadline, "dataset_ingest still busy"
+        time.sleep(1)
+    git = ["git", "-C", repo, "-c", "user.name=test", "-c", "user.email=test@localhost"]
+    subprocess.run([*git, "tag", "-a", NEWER, "-m", "a newer version (test)", "HEAD"], check=True)
+    before = client.get("/dags/train_model/dagRuns", params={"limit": 100})["dag_runs"]
+    client.unpause("train_model")  # asset events queue runs only for an unpaused DAG
+    return {r["dag_run_id"] for r in before}
+
+
+def _backfill_did_not_retrain(client, repo: str, days: list[str], before: set[str]) -> None:
+    """The backfill's curated events started train_model runs that recorded them and trained on none."""
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 240
         while True:
-            runs = client.get("/dags/train_model/dagRuns", params={"order_by": "-run_after", "limit": 5})
-            new = [r for r in runs["dag_runs"] if r["dag_run_id"] not in before]
-            if new:
-                break
-            assert time.monotonic() < deadline, "the backfill's curated events started no train_model run"
-            time.sleep(1)
-        run = client.wait_for_run("train_model", new[0]["dag_run_id"], timeout=180)
+            runs = [r for r in client.get("/dags/train_model/dagRuns", params={"limit": 100})["dag_runs"]
+                    if r["dag_run_id"] not in before]  # fmt: skip
+            if runs and all(r["state"] in ("success", "failed") for r in runs):
+                log = "\n".join(client.task_log("train_model", r["dag_run_id"], "prepare_job") for r in runs)
+                if all(f"data-{day}" in log for day in days):
+                    break
+            assert time.monotonic() < deadline, f"train_model runs for the backfill's events: {runs}"
+            time.sleep(2)
     finally:
         client.patch("/dags/train_model", {"is_paused": True})
-        subprocess.run(["git", "-C", repo, "tag", "-d", newer], check=True, capture_output=True)
-    states = {ti["task_id"]: ti["state"] for ti in client.task_instances("train_model", run["dag_run_id"])}
-    assert run["run_type"] == "asset_triggered" and run["state"] == "success", (run, states)
-    assert states["prepare_job"] == "skipped" and states["train_local"] == "skipped", states
-    log = client.task_log("train_model", run["dag_run_id"], "prepare_job")
-    assert "SKIPPED: Not training on data-" in log, log
-    for day in days:  # each backfilled version: skipped as older, or the newest one not trained on
+        subprocess.run(["git", "-C", repo, "tag", "-d", NEWER], check=True, capture_output=True)
+    for run in runs:
+        tis = client.task_instances("train_model", run["dag_run_id"])
+        states = {ti["task_id"]: ti["state"] for ti in tis}
+        assert run["run_type"] == "asset_triggered" and run["state"] == "success", (run, states)
+        assert states["prepare_job"] == "skipped" and states["train_local"] == "skipped", states
+    assert "SKIPPED: Not training on data-" in log and "Param rev=" in log, log
+    for day in days:  # each backfilled version: skipped as older than the one chosen, or not trained on
         assert f"Skipped queued event data-{day}:" in log or f"Not training on data-{day}:" in log, log
-    assert "Param rev=" in log  # how to train on one on purpose
 
 
 def test_readme_cli_commands_act_on_the_local_platform(local_platform, admin_client, tmp_path):
@@ -142,6 +155,7 @@ def test_readme_cli_commands_act_on_the_local_platform(local_platform, admin_cli
 
         # The README's backfill: one version per day, in date order.
         shell.run(readme_command("dags unpause"))
+        train_runs_before = _expect_a_newer_version(client, repo)
         shell.run(create)
         first = _backfills(client)[0]
         assert first["id"] != doomed["id"] and first["from_date"][:10] == days[0]
@@ -149,14 +163,18 @@ def test_readme_cli_commands_act_on_the_local_platform(local_platform, admin_cli
         runs = _runs_of(client, days)
         assert [(r["logical_date"][:10], r["state"]) for r in runs] == [(d, "success") for d in days]
         assert _tags(repo, "data-2024-03-0") == [f"data-{d}" for d in days]
-        _backfill_does_not_retrain(client, repo, days)
+        _backfill_did_not_retrain(client, repo, days, train_runs_before)
         listing = shell.run(readme_command("backfill list")).stdout
         assert re.search(rf"^\s*{first['id']}\s+2024-03-01\s+2024-03-03\s+done", listing, re.M), listing
 
-        # Again as written: nothing to create (Airflow says so), nothing new.
-        again = shell.run(create, ok=False)
-        assert again.returncode == 1 and "No runs to create" in again.stdout + again.stderr
-        assert _backfills(client)[0]["id"] == first["id"]
+        # Again as written: a backfill with nothing to run (the days ran already), nothing new.
+        shell.run(create)
+        empty = _backfills(client)[0]
+        assert empty["id"] != first["id"]
+        _wait_completed(client, empty["id"])
+        assert [(r["dag_run_id"], r["state"]) for r in _runs_of(client, days)] == [
+            (r["dag_run_id"], "success") for r in runs]  # fmt: skip
+        assert _tags(repo, "data-2024-03-0") == [f"data-{d}" for d in days]
         # Again re-running completed runs: every run succeeds, no new version, no new asset event.
         shell.run(readme_command("backfill create", "--reprocess-behavior completed"))
         rerun = _backfills(client)[0]
@@ -175,4 +193,6 @@ def test_readme_cli_commands_act_on_the_local_platform(local_platform, admin_cli
         assert "Ingesting dt=2024-03-04" in tested.stdout + tested.stderr
     finally:
         client.patch(f"/dags/{DAG_ID}", {"is_paused": True})
+        client.patch("/dags/train_model", {"is_paused": True})
+        subprocess.run(["git", "-C", repo, "tag", "-d", NEWER], capture_output=True)
     assert not (tmp_path / "home" / "airflow").exists()
