@@ -194,7 +194,7 @@ def evaluate_and_promote():
         params=approval_form(),
         # Approvers are told: the request (evidence + link to answer), then the outcome or the timeout.
         notifiers=[ApprovalNotifier("request")],
-        on_success_callback=ApprovalNotifier("outcome"),
+        outcome_notifiers=[ApprovalNotifier("outcome")],
     )
 
     @task

@@ -154,6 +154,12 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[0] == "backfill" and len(argv) > 1 and argv[1] in ("list", "cancel"):
         return backfill_rest(argv[1:])
+    if argv[:2] == ["backfill", "create"] and not any(a.startswith("--max-active-runs") for a in argv):
+        # Airflow's default runs 10 days at once; the pipeline's days build on each other (rolling
+        # window, dataset versions in date order), so one at a time unless asked otherwise.
+        print("Note: --max-active-runs 1 (one day at a time, in date order); pass it to change.",
+              file=sys.stderr)  # fmt: skip
+        argv = [*argv, "--max-active-runs", "1"]
     return run_airflow(argv)
 
 
