@@ -5,8 +5,8 @@ Scheduled on the **challenger** Asset (published by `train_model` after signed r
 triggered by hand for a model name and version. A run triggered by several queued challenger events
 evaluates the **newest** (highest version; the others are logged as skipped), and a run whose newest
 event is older than the current `challenger` alias is skipped: an older model is never evaluated or
-promoted in place of a newer one. When a run starts on version N, **supersede_older_runs** ends every
-active run evaluating an older version (at whatever stage: a pending approval is closed), tags that
+promoted in place of a newer one. When version N passes the signature gate, **supersede_older_runs**
+ends every active run evaluating an older version (at whatever stage: a pending approval is closed), tags that
 version `tollgate.superseded_by`, and tells the approvers, so nothing waits behind an obsolete request.
 
 1. **Signature gate** — the challenger's files are checked against its OpenSSF model-signing
@@ -92,10 +92,19 @@ def evaluate_and_promote():
             raise AirflowSkipException(str(superseded)) from superseded
 
     @task
-    def supersede_older_runs(challenger: dict[str, str], **context: Any) -> list[dict[str, str]]:
-        """End the runs evaluating older versions (pending approvals closed), record it, tell approvers."""
+    def supersede_older_runs(
+        challenger: dict[str, str], signature: dict[str, Any], **context: Any
+    ) -> list[dict[str, str]]:
+        """End the runs evaluating older versions (pending approvals closed), record it, tell approvers.
+
+        Only for a version that passed the signature gate: a run for a made-up or unsigned version
+        (anyone may trigger one) must not close the approval of a real candidate.
+        """
         from tollgate.evaluation.supersede import supersede_from_task
 
+        if not signature["ok"]:
+            print("Not superseding anything: this version did not pass the signature gate.")
+            return []
         return supersede_from_task(challenger, context)
 
     @task
@@ -240,8 +249,8 @@ def evaluate_and_promote():
         return outcome
 
     challenger = resolve_challenger()
-    supersede_older_runs(challenger)
     signature = signature_gate(challenger)
+    supersede_older_runs(challenger, signature)
     offline = offline_gate(challenger, signature)
     evidence = assemble_evidence(challenger, signature, offline)
     promoted = promote(evidence)
