@@ -186,12 +186,14 @@ def test_readme_cli_commands_act_on_the_local_platform(local_platform, admin_cli
         assert _curated_events(client) == published
 
         # dags trigger with a conf, and tasks test of one task.
-        triggered = shell.run(readme_command("dags trigger")).stdout
-        run_id = re.search(r"manual__[0-9T:.+\-_]+", triggered).group(0)
-        assert client.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")["conf"] == {"partition": "2024-03-04"}
-        assert client.wait_for_run(DAG_ID, run_id, timeout=600)["state"] == "success"
+        shell.run(readme_command("dags trigger"))
+        newest = {"run_type": "manual", "order_by": "-run_after"}
+        run = client.get(f"/dags/{DAG_ID}/dagRuns", params=newest)["dag_runs"][0]
+        assert run["conf"] == {"partition": "2024-03-04"}
+        assert client.wait_for_run(DAG_ID, run["dag_run_id"], timeout=600)["state"] == "success"
+        assert _tags(repo, "data-2024-03-0")[-1] == "data-2024-03-04"
         tested = shell.run(readme_command("tasks test", "locate_partition"))
-        assert "Ingesting dt=2024-03-04" in tested.stdout + tested.stderr
+        assert "Ingesting dt=2024-03-05 (from the param)" in tested.stdout + tested.stderr
     finally:
         client.patch(f"/dags/{DAG_ID}", {"is_paused": True})
         client.patch("/dags/train_model", {"is_paused": True})
