@@ -142,11 +142,16 @@ class ApprovalNotifier(BaseNotifier):
 
         task, ti = context["task"], context["ti"]
         evidence = ti.xcom_pull(task_ids=self.evidence_task_id)
-        users = [u["id"] for u in (getattr(task, "assigned_users", None) or [])]
+        # The assigned users are set when the request is made; a task resumed with the answer is a fresh
+        # operator, so they come from the same Variable the request used.
+        users = [u["id"] for u in (getattr(task, "assigned_users", None) or [])] or setting(
+            "tollgate_approvers"
+        ).replace(",", " ").split()
         addresses, unknown = approver_addresses(setting("tollgate_approver_emails"), users)
         if unknown:
             log.warning("No e-mail address for %s in Variable tollgate_approver_emails", unknown)
         if not addresses:
+            log.warning("Nobody to notify (%s): no approver has an e-mail address", self.kind)
             return
         if self.kind == "request":
             link = HITLOperator.generate_link_to_ui_from_context(context=context)
