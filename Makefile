@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.tollgate-installed
+# Start-up hook: a bare `.venv/bin/airflow` uses the local platform (or refuses), never ~/airflow.
+AIRFLOW_GUARD := $(VENV)/lib/python3.11/site-packages/tollgate-airflow-cli.pth
 # Where the CPU build of torch comes from: a local wheel folder when one exists, else PyTorch's CPU index.
 WHEELHOUSE ?= /opt/wheels
 TORCH_SOURCE ?= $(if $(wildcard $(WHEELHOUSE)),--find-links $(WHEELHOUSE),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
@@ -15,7 +17,7 @@ PYTEST_PARALLEL ?= -n 2 --dist loadgroup --no-loadscope-reorder --durations=25
 
 .PHONY: setup lock up down status demo test lint bench browser-deps clean-state
 
-setup: $(STAMP)
+setup: $(STAMP) $(AIRFLOW_GUARD)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,9 @@ $(STAMP): requirements.lock pyproject.toml | $(BIN)/python
 	$(BIN)/uv pip install --python $(BIN)/python $(TORCH_SOURCE) -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $@
+
+$(AIRFLOW_GUARD): $(STAMP)
+	echo "import tollgate.platform.airflow_guard" > $@
 
 lock: | $(BIN)/python
 	$(BIN)/uv pip compile requirements.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
@@ -39,6 +44,10 @@ down:
 
 status: setup
 	$(BIN)/tollgate-platform status
+
+# Stop the platform and delete the state folder (.tollgate or $$TOLLGATE_HOME): an empty state.
+clean-state: setup
+	$(BIN)/tollgate-platform clean-state
 
 demo: setup
 	$(BIN)/python -m tollgate.demo

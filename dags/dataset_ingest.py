@@ -9,13 +9,19 @@ GET  /api/v2/assets?uri_pattern=tollgate.landing.ad_impressions      -> the asse
 POST /api/v2/assets/events  {"asset_id": <id>, "extra": {"partition": "2024-03-01"}}
 ```
 
-Backfill: `airflow backfill create --dag-id dataset_ingest --from-date 2024-03-01 --to-date 2024-03-03`
+Backfill (from the clone, against the local platform):
+```
+.venv/bin/tollgate airflow backfill create --dag-id dataset_ingest --from-date 2024-03-01 --to-date 2024-03-03
+```
 gives one dataset version per day, in date order (one run at a time); running it again changes nothing.
 
 1. **locate_partition** - the day to ingest: Param `partition`, else the landing event's `partition`,
-   else the data interval. Checks `<tollgate_landing_uri>/dt=YYYY-MM-DD/impressions.parquet` exists;
-   with the simulated upstream on (Variable `tollgate_simulate_upstream`: `auto` = only for a local
-   landing folder) a missing day is landed by the built-in generator.
+   else the data interval. When events for several days reach one run (they queue while a run is
+   busy), it ingests the earliest and **announce_remaining** posts the others again on the landing
+   asset, so every announced day is ingested, once, in date order, one run each.
+   Checks `<tollgate_landing_uri>/dt=YYYY-MM-DD/impressions.parquet` exists; with the simulated
+   upstream on (Variable `tollgate_simulate_upstream`: `auto` = only for a local landing folder)
+   a missing day is landed by the built-in generator.
 2. **validate** - the Great Expectations gate (suite in `tollgate.data.suite`): schema and types,
    non-nulls, value ranges, allowed sets, unique event ids, row count, label rate, event times inside
    the day. Rows failing row-level expectations go to `<tollgate_storage_root>/quarantine/dt=.../`
@@ -28,7 +34,8 @@ gives one dataset version per day, in date order (one run at a time); running it
    a DVC version in the data repository `tollgate_data_repo` (remote `tollgate_dvc_remote`): a commit
    and tag `data-YYYY-MM-DD`. Unchanged content returns the existing version.
 4. **publish** - an asset event on `curated_ctr_dataset` (rev, tag, content_hash, rows,
-   quarantined_rows, window, partition, data_repo, data_path), which schedules `train_model`. A rerun
+   quarantined_rows, window, partition, data_repo, data_path, run_type), which schedules `train_model`
+   (which trains on the newest version only, and not on a backfill's). A rerun
    whose version already existed publishes nothing, unless the Param `republish` is set.
 """
 
@@ -83,7 +90,12 @@ def dataset_ingest():
     def locate_partition(**context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from tollgate.data.pipeline import PartitionNotFound, ensure_landed, resolve_partition
+        from tollgate.data.pipeline import (
+            PartitionNotFound,
+            ensure_landed,
+            remaining_days,
+            resolve_partition,
+        )
 
         events = context["triggering_asset_events"].get(LANDING_IMPRESSIONS) or []
         try:
@@ -97,7 +109,23 @@ def dataset_ingest():
         except (PartitionNotFound, ValueError) as exc:
             raise AirflowFailException(str(exc)) from exc
         log.info("Ingesting dt=%s (from the %s)", partition, reason)
-        return {**ensure_landed(settings, partition, log=log.info), "reason": reason}
+        remaining = remaining_days([event.extra or {} for event in events], partition)
+        return {**ensure_landed(settings, partition, log=log.info), "reason": reason, "remaining": remaining}
+
+    @task(outlets=[LANDING_IMPRESSIONS])
+    def announce_remaining(landed: dict[str, Any], **context: Any) -> list[str]:
+        """Days announced to this run besides its own go back on the landing asset: never dropped."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        remaining = landed.get("remaining") or []
+        if not remaining:
+            raise AirflowSkipException("No other day was announced to this run: nothing to pass on.")
+        log.info("Announcing %s again: the next runs ingest them, one day per run, in date order", remaining)
+        context["outlet_events"][LANDING_IMPRESSIONS].extra = {
+            "partitions": remaining,
+            "announced_by": context["run_id"],
+        }
+        return remaining
 
     @task
     def validate(landed: dict[str, Any]) -> dict[str, Any]:
@@ -128,11 +156,16 @@ def dataset_ingest():
                 "published then; no new asset event. Trigger with Param republish=true to publish it again."
             )
         extra = {key: value for key, value in dataset.items() if key != "created"}
+        # train_model does not retrain on a backfill's versions by default: it reads this.
+        run_type = context["dag_run"].run_type
+        extra["run_type"] = str(getattr(run_type, "value", run_type))
         log.info("Publishing %s: %s", CURATED_DATASET.name, extra)
         yield Metadata(CURATED_DATASET, extra)
         return extra
 
-    publish(version_dataset(validate(locate_partition())))
+    landed = locate_partition()
+    announce_remaining(landed)
+    publish(version_dataset(validate(landed)))
 
 
 dataset_ingest()

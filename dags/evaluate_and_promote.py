@@ -2,7 +2,12 @@
 ### Evaluate and promote the challenger
 
 Scheduled on the **challenger** Asset (published by `train_model` after signed registration), or
-triggered by hand for a model name and version.
+triggered by hand for a model name and version. A run triggered by several queued challenger events
+evaluates the **newest** (highest version; the others are logged as skipped), and a run whose newest
+event is older than the current `challenger` alias is skipped: an older model is never evaluated or
+promoted in place of a newer one. When version N passes the signature gate, **supersede_older_runs**
+ends every active run evaluating an older version (at whatever stage: a pending approval is closed), tags that
+version `tollgate.superseded_by`, and tells the approvers, so nothing waits behind an obsolete request.
 
 1. **Signature gate** — the challenger's files are checked against its OpenSSF model-signing
    signature (trusted keys only) and its signed provenance against the version's tags.
@@ -12,7 +17,9 @@ triggered by hand for a model name and version.
 3. *(Shadow and canary gates of the serving stage go here, between the offline gate and approval.)*
 4. **Human approval** — an Airflow HITL approval assigned to the `tollgate_approvers`, showing the
    evidence (metrics table, dataset rev, quarantined rows, preemptions, signature, links). No answer
-   within `approval_timeout_minutes` counts as Reject.
+   within `approval_timeout_minutes` counts as Reject. The approvers get an e-mail with the evidence
+   and the link to answer, then one with the outcome (addresses: Variable `tollgate_approver_emails`,
+   mail through the Connection `smtp_default`).
 5. **Promote** (`champion` → new version, old champion → `previous`, approval record on the version's
    tags) — only if Airflow's own approval record shows Approve by an assigned approver for exactly this
    evidence and the version verifies again at the move; approval and promotion are recorded as signed
@@ -31,6 +38,7 @@ from airflow.sdk import Param, TriggerRule, dag, task
 from tollgate.assets import CHALLENGER_MODEL
 from tollgate.config import ALIAS_POOL, APPROVAL_TIMEOUT_MINUTES
 from tollgate.evaluation.approval import EvidenceApprovalOperator, approval_form
+from tollgate.evaluation.notify import ApprovalNotifier
 
 default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seconds=15)}
 
@@ -38,7 +46,9 @@ default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seco
 @dag(
     schedule=[CHALLENGER_MODEL],
     catchup=False,
-    max_active_runs=1,
+    # Several runs may be active so that a newer challenger's run starts and supersedes an older one
+    # waiting for approval (task supersede_older_runs) instead of queueing behind it for up to 24 h.
+    max_active_runs=3,
     tags=["tollgate", "promotion", "gates"],
     default_args=default_args,
     doc_md=__doc__,
@@ -60,21 +70,45 @@ default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seco
 def evaluate_and_promote():
     @task
     def resolve_challenger(**context: Any) -> dict[str, str]:
-        """The version to evaluate: the run's Params, else the triggering challenger event."""
-        from tollgate.runtime import setting
+        """The version to evaluate: the run's Params, else the newest triggering challenger event."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from tollgate.evaluation.promotion import alias_version
+        from tollgate.evaluation.selection import SupersededChallenger, choose_challenger
+        from tollgate.registry.names import CHALLENGER
+        from tollgate.registry.register import mlflow_client
+        from tollgate.runtime import mlflow_uri, setting
 
         params = context["params"]
-        name, version = params.get("model_name"), params.get("version")
-        if not version:
-            events = context["triggering_asset_events"].get(CHALLENGER_MODEL) or []
-            if not events:
-                raise ValueError(
-                    "No challenger to evaluate: trigger with Params model_name and version, or let the "
-                    "challenger Asset event from train_model trigger this DAG."
-                )
-            extra = events[-1].extra
-            name, version = extra["model_name"], str(extra["version"])
-        return {"model_name": name or setting("tollgate_registered_model"), "version": str(version)}
+        events = context["triggering_asset_events"].get(CHALLENGER_MODEL) or []
+        try:
+            return choose_challenger(
+                param_name=params.get("model_name"),
+                param_version=params.get("version"),
+                triggering_extras=[event.extra or {} for event in events],
+                default_model=setting("tollgate_registered_model"),
+                current_challenger=lambda name: alias_version(mlflow_client(mlflow_uri()), name, CHALLENGER),
+                log=print,
+            )
+        except SupersededChallenger as superseded:
+            print(f"SKIPPED: {superseded}")
+            raise AirflowSkipException(str(superseded)) from superseded
+
+    @task
+    def supersede_older_runs(
+        challenger: dict[str, str], signature: dict[str, Any], **context: Any
+    ) -> list[dict[str, str]]:
+        """End the runs evaluating older versions (pending approvals closed), record it, tell approvers.
+
+        Only for a version that passed the signature gate: a run for a made-up or unsigned version
+        (anyone may trigger one) must not close the approval of a real candidate.
+        """
+        from tollgate.evaluation.supersede import supersede_from_task
+
+        if not signature["ok"]:
+            print("Not superseding anything: this version did not pass the signature gate.")
+            return []
+        return supersede_from_task(challenger, context)
 
     @task
     def signature_gate(challenger: dict[str, str]) -> dict[str, Any]:
@@ -168,7 +202,12 @@ def evaluate_and_promote():
         return outcome
 
     approval = EvidenceApprovalOperator(
-        task_id="approval", evidence_task_id="assemble_evidence", params=approval_form()
+        task_id="approval",
+        evidence_task_id="assemble_evidence",
+        params=approval_form(),
+        # Approvers are told: the request (evidence + link to answer), then the outcome or the timeout.
+        notifiers=[ApprovalNotifier("request")],
+        outcome_notifiers=[ApprovalNotifier("outcome")],
     )
 
     @task(pool=ALIAS_POOL)
@@ -236,6 +275,7 @@ def evaluate_and_promote():
 
     challenger = resolve_challenger()
     signature = signature_gate(challenger)
+    supersede_older_runs(challenger, signature)
     offline = offline_gate(challenger, signature)
     evidence = assemble_evidence(challenger, signature, offline)
     promoted = promote(evidence)

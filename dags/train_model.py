@@ -4,10 +4,15 @@
 Runs whenever a new **curated dataset** version is published (Asset `curated_ctr_dataset`; the version
 comes from the triggering event), or by hand with the Params below.
 
-1. **prepare_job** - picks the dataset version (Param `rev`, else the triggering event, else the latest
-   curated dataset) and builds the training job from the deployment Variables (image, resources,
-   storage root, retry budgets, grace period). The training run id is stable per DAG run, so every retry
-   resumes the same checkpoints and MLflow run.
+1. **prepare_job** - picks the dataset version and builds the training job from the deployment
+   Variables (image, resources, storage root, retry budgets, grace period). The training run id is
+   stable per DAG run, so every retry resumes the same checkpoints and MLflow run.
+   The version: Param `rev` (a tag such as `data-2024-03-02`, or a git rev) trains exactly that, on
+   purpose. Otherwise the **newest** of the events that triggered the run, by data date then version
+   (the others are logged as skipped), and only if it is the newest curated version there is: an
+   event of an older version (a backfill of old days) or one published by a backfill is recorded in
+   the log and the run is skipped, so backfills never retrain on stale data. A run without events
+   takes the newest of the recent curated versions.
 2. **choose_launcher** - Variable `tollgate_launch_backend`: `local` (child process, the embedded default)
    or `kubernetes` (a spot pod through a deferrable KubernetesPodOperator).
 3. **train_local / train_kubernetes** - one try = one training attempt, in pool `spot_training`. Each
@@ -41,6 +46,9 @@ from tollgate.launch.attempts import retry_policy
 from tollgate.launch.operators import LocalTrainingOperator, SpotTrainingPodOperator
 
 default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seconds=10)}
+
+# How many recent curated-dataset events a run without a triggering event looks at for the newest one.
+RECENT_EVENTS = 50
 
 # Retries of a training task: the ceiling of preemption + failure budgets, which decide the real limit.
 training_args: dict[str, Any] = {
@@ -116,18 +124,25 @@ training_args: dict[str, Any] = {
 def train_model():
     @task(inlets=[CURATED_DATASET])
     def prepare_job(**context: Any) -> dict[str, Any]:
-        from tollgate.launch.pipeline import PLAN_SETTINGS, build_plan, resolve_dataset
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from tollgate.launch.pipeline import PLAN_SETTINGS, StaleDataset, build_plan, choose_dataset
         from tollgate.runtime import mlflow_uri, setting
 
         settings = {name: setting(name) for name in PLAN_SETTINGS}
         triggering = context["triggering_asset_events"].get(CURATED_DATASET) or []
-        latest = list(context["inlet_events"][CURATED_DATASET].ascending(False).limit(1))
-        dataset = resolve_dataset(
-            rev_param=context["params"].get("rev"),
-            triggering_extra=triggering[-1].extra if triggering else None,
-            latest_extra=latest[0].extra if latest else None,
-            data_repo=context["params"].get("data_repo") or settings["tollgate_data_repo"],
-        )
+        recent = context["inlet_events"][CURATED_DATASET].ascending(False).limit(RECENT_EVENTS)
+        try:
+            dataset = choose_dataset(
+                rev_param=context["params"].get("rev"),
+                triggering_extras=[event.extra or {} for event in triggering],
+                recent_extras=[event.extra or {} for event in recent],
+                data_repo=context["params"].get("data_repo") or settings["tollgate_data_repo"],
+                log=print,
+            )
+        except StaleDataset as stale:
+            print(f"SKIPPED: {stale}")
+            raise AirflowSkipException(str(stale)) from stale
         plan = build_plan(
             dag_id=context["dag"].dag_id,
             run_id=context["run_id"],

@@ -54,6 +54,8 @@ VARIABLE_DEFAULTS: dict[str, str] = {
     # Promotion: who may approve (user names, comma-separated) and the offline gate thresholds
     # (JSON overriding tollgate.evaluation.offline_gate.GateThresholds; empty = the defaults there).
     "tollgate_approvers": "approver",
+    # Where approvers are told that an approval waits, and its outcome: JSON, Airflow user -> e-mail.
+    "tollgate_approver_emails": '{"approver": "approver@localhost"}',
     "tollgate_offline_gate": "",
     "tollgate_holdout_fraction": "0.2",
     "tollgate_mlflow_ui_url": "http://127.0.0.1:5000",

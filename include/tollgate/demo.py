@@ -19,6 +19,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from airflow_client.client.exceptions import NotFoundException
 from airflow_client.client.models import AssetEventResponse, DAGRunResponse, TaskInstanceHistoryResponse
 
 from tollgate.platform.api import AirflowClient
@@ -94,20 +95,34 @@ class Demo:
         self.admin.unpause(INGEST)
         time.sleep(3)  # the scheduler creates the run of the latest daily interval on unpause
         self.wait_idle(INGEST)
+        # Unpausing ran the daily schedule for yesterday; a landing event for a day already versioned would
+        # version it again with a different window (data-<day>-v2): one version per landed day instead.
+        versioned = set(dataset_tags(default_for("tollgate_data_repo")))
         for day in days:
+            if f"data-{day}" in versioned:
+                say(f"  dt={day} was ingested by the daily schedule on unpause: no landing event needed")
+                continue
             known = {r.dag_run_id for r in self.runs(INGEST)}
             self.admin.post_asset_event(LANDING_IMPRESSIONS.uri, {"partition": str(day)})
             run = self.wait_new_run(INGEST, known)
             done = self.admin.wait_for_run(INGEST, run.dag_run_id, timeout=900)
             say(f"  landing event dt={day} -> {INGEST} run {run.dag_run_id}: {done.state.value}")
+        from tollgate.events import newest_dataset_event
+
         events = self.asset_events(CURATED_DATASET.uri)
-        latest = events[-1].extra
-        self.summary["dataset"] = latest
+        self.summary["dataset"] = newest_dataset_event([e.extra for e in events]).chosen
         self.summary["dataset_versions"] = [describe_version(e.extra) for e in events]
         self.summary["quarantined_total"] = sum(int(e.extra["quarantined_rows"]) for e in events)
 
     def train(self, conf: dict[str, Any], label: str) -> dict[str, Any]:
         self.admin.wait_for_dag(TRAIN)
+        # The demo trains by hand (with its Params); the curated events queued for train_model would
+        # otherwise start a second training on the same data as soon as it is unpaused.
+        try:
+            self.admin.assets.delete_dag_asset_queued_events(TRAIN)
+            say(f"  cleared the curated-dataset events queued for {TRAIN}: this round is triggered by hand")
+        except NotFoundException:
+            pass  # nothing queued
         self.admin.unpause(TRAIN)
         known_promote = {r.dag_run_id for r in self.runs(PROMOTE)}
         run = self.admin.trigger(TRAIN, conf=conf)
@@ -206,10 +221,63 @@ def print_summary(demo: Demo, seconds: float) -> None:
         f"Champion now: v{s['champion']}",
         f"Second round: v{second['registered']['version']} REJECTED by the gates: "
         + "; ".join(r for g in rejected_evidence["gates"].values() for r in g["reasons"]),
+        *_newest_mail(stack),
         "",
         stack.describe(),
     ]
     print("\n".join(lines))
+
+
+def _newest_mail(stack: LocalStack) -> list[str]:
+    """The newest message the approvers were sent, as the local SMTP server stored it."""
+    from tollgate.platform.mailbox import describe, messages
+
+    mail = messages(stack.mailbox)
+    if not mail:
+        return [f"Mail to the approvers: none in {stack.mailbox}"]
+    text = describe(mail[-1])
+    return [f"Newest of {len(mail)} mails to the approvers ({stack.mailbox}):",
+            *[f"  | {line}" for line in text.splitlines()]]  # fmt: skip
+
+
+def earlier_work(dataset_tags: list[str], run_counts: dict[str, int]) -> list[str]:
+    """What an earlier run left in the state, in words (empty for an empty state)."""
+    found = []
+    if dataset_tags:
+        found.append(f"{len(dataset_tags)} dataset versions ({', '.join(sorted(dataset_tags)[-3:])}, ...)")
+    found += [f"{count} runs of {dag_id}" for dag_id, count in run_counts.items() if count]
+    return found
+
+
+def refusal(found: list[str], home: str) -> str:
+    """Why the demo does not run on this state, and how to get an empty one."""
+    return (
+        f"make demo needs an empty state, and {home} holds the work of an earlier run: "
+        + "; ".join(found)
+        + ". Its summary would mix that work with this run's. The platform is up: look around in the UI "
+        "(`make status`). To run the demo again from an empty state: `make clean-state && make demo` "
+        "(clean-state stops the platform and deletes the state folder: databases, models, data, keys)."
+    )
+
+
+def dataset_tags(repo: str) -> list[str]:
+    """Dataset version tags in the data repository ([] when it does not exist yet)."""
+    import subprocess
+
+    tags = subprocess.run(["git", "-C", repo, "tag", "--list", "data-*"], capture_output=True, text=True)
+    return tags.stdout.split() if tags.returncode == 0 else []
+
+
+def _state_of(stack: LocalStack, admin: AirflowClient) -> list[str]:
+    from tollgate.config import default_for
+
+    counts = {}
+    for dag_id in (INGEST, TRAIN, PROMOTE):
+        try:
+            counts[dag_id] = admin.dag_runs.get_dag_runs(dag_id, limit=1).total_entries or 0
+        except NotFoundException:
+            continue  # not parsed yet: no runs
+    return earlier_work(dataset_tags(default_for("tollgate_data_repo")), counts)
 
 
 def main() -> int:
@@ -225,6 +293,10 @@ def main() -> int:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
     demo = Demo(stack)
+    found = _state_of(stack, demo.admin)
+    if found:
+        print(f"ERROR: {refusal(found, str(stack.home))}", file=sys.stderr)
+        return 2
     demo.run()
     print_summary(demo, time.monotonic() - started)
     return 0

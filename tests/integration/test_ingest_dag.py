@@ -158,6 +158,7 @@ def test_clean_day_becomes_a_version_and_an_asset_event(lane: Lane):
 
     assert task_states(run) == {
         "locate_partition": "success",
+        "announce_remaining": "skipped",  # no other day was announced to this run
         "validate": "success",
         "version_dataset": "success",
         "publish": "success",

@@ -27,7 +27,7 @@ def test_platform_is_healthy_applies_settings_and_runs_a_dag(local_platform, adm
     assert requests.get(f"{stack.mlflow_url}/health", timeout=5).ok
 
     passwords = stack.passwords()
-    assert set(passwords) == {"admin", "approver"}
+    assert set(passwords) == {"admin", "approver", "tollgate-auditor", "tollgate"}
     assert (stack.home / "airflow" / "passwords.json").stat().st_mode & 0o077 == 0
 
     with pytest.raises(AirflowAPIError) as wrong:

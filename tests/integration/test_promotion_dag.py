@@ -78,6 +78,24 @@ def champion(world) -> str | None:
     return alias_version(world["mlflow"], MODEL, "champion")
 
 
+def mail_about(world, version: str, words: str, timeout: float = 60) -> str:
+    """The approvers' mail (the local SMTP server's Maildir) whose subject names the version and ``words``."""
+    import time
+
+    from tollgate.platform.mailbox import describe, messages
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [m for m in messages(world["stack"].mailbox)
+                 if f"{MODEL} v{version}" in m.subject and words in m.subject]  # fmt: skip
+        if found:
+            assert found[-1].to == "approver@localhost"
+            return describe(found[-1])
+        got = [m.subject for m in messages(world["stack"].mailbox)]
+        assert time.monotonic() < deadline, f"no mail '{words}' about v{version}; mail: {got}"
+        time.sleep(0.5)
+
+
 def tamper(world, version: str) -> None:
     """Change one byte of a stored file of the version, in the MLflow artifact store itself."""
     from tollgate.registry.verify import logged_model_id_of
@@ -143,6 +161,10 @@ def test_first_model_approved_by_the_assigned_approver_only(world):
     # the fixture trains in one uninterrupted attempt: the body carries those counts, not just the words
     assert "Training: 1 attempt(s), 0 spot preemption(s)" in detail.body
     assert "Signature: verified" in detail.body
+    # The approver was told: the evidence and the direct link to answer.
+    request = mail_about(world, world["versions"]["first"], "Approval needed")
+    assert f"/dags/{PROMOTE}/runs/{run_id}/tasks/approval/required_actions" in request, request
+    assert "auc" in request and "no answer within" in request
 
     with pytest.raises(AirflowAPIError) as refused:  # admin is not an assigned approver
         answer_approval(world["admin"], PROMOTE, run_id, "Approve")
@@ -161,6 +183,8 @@ def test_first_model_approved_by_the_assigned_approver_only(world):
     assert approval.predicate["decided_by"] == "approver"
     assert approval.predicate["evidence_sha256"] == record["tollgate.approval.evidence_sha256"]
     assert attested(world, world["versions"]["first"], attestation.PROMOTED).ok
+    outcome = mail_about(world, world["versions"]["first"], "Approved by approver")
+    assert "metrics above the floors" in outcome
 
 
 def test_worse_model_rejected_by_the_offline_gate_without_asking(world):
@@ -219,7 +243,34 @@ def test_human_rejection_and_timeout_leave_the_champion(world):
     timed_out = tags(world, version)
     assert timed_out[TAG_DECIDED_BY] == "timeout"
     assert "no approval answer before the response timeout" in timed_out["tollgate.rejection_reasons"]
+    assert "Reject (the default) applies" in mail_about(world, version, "No answer in time")
     assert champion(world) == world["versions"]["first"]
+
+
+def test_a_newer_challenger_supersedes_a_pending_approval(world):
+    """v1 waits for approval when v3's run starts: v1's run ends at once, its request is closed and
+    recorded on v1, the approver is told, and only v3 is asked about."""
+    from tollgate.evaluation.supersede import TAG_SUPERSEDED_BY
+
+    old, new = world["versions"]["first"], world["versions"]["second"]
+    old_run = evaluate(world, old)
+    wait_for_pending_approval(world["admin"], PROMOTE, old_run)
+    new_run = evaluate(world, new)  # starts at once (max_active_runs > 1), not behind the old request
+    ended = world["admin"].wait_for_run(PROMOTE, old_run, timeout=300)
+    assert ended.state == "failed" and f"Superseded by {MODEL} v{new}" in ended.note, ended
+    assert states(world, PROMOTE, old_run)["approval"] not in ("awaiting_input", "deferred", "running")
+    assert states(world, PROMOTE, old_run)["promote"] != "success"
+    assert tags(world, old)[TAG_SUPERSEDED_BY] == new
+    assert "approval request closed" in mail_about(world, old, f"superseded by v{new}")
+    pending = world["admin"].task_instances.get_hitl_details(PROMOTE, "~", response_received=False)
+    waiting = {d.task_instance.dag_run_id for d in pending.hitl_details
+               if d.task_instance.state == "awaiting_input"}  # fmt: skip
+    assert old_run not in waiting
+
+    wait_for_pending_approval(world["admin"], PROMOTE, new_run)
+    answer_approval(world["approver"], PROMOTE, new_run, "Reject", comment="supersede test")
+    assert world["admin"].wait_for_run(PROMOTE, new_run, timeout=300).state == "success"
+    assert champion(world) == old
 
 
 def test_rollbacks_only_to_approved_versions_and_registry_writes_do_not_count(world):

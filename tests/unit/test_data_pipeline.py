@@ -15,6 +15,7 @@ from tollgate.data.pipeline import (
     PartitionNotFound,
     PartitionNotLanded,
     ensure_landed,
+    remaining_days,
     resolve_partition,
 )
 from tollgate.data.suite import BATCH, ROW, GateThresholds, fingerprint, specs
@@ -73,16 +74,27 @@ def test_partition_comes_from_param_then_landing_event_then_interval():
     )
 
 
-def test_merged_landing_events_ingest_the_latest_day_and_say_so():
+def test_merged_landing_events_ingest_every_day_once_in_date_order():
+    """Events queued while a run was busy reach one run: it takes the earliest day, passes the rest on,
+    and the next runs do the same, so every day is ingested once, in date order, none dropped."""
+    queued = [{"partition": "2024-03-03"}, {"partition": "2024-03-01"}, {"partition": "2024-03-02"},
+              {"partition": "2024-03-01"}]  # fmt: skip
+    ingested: list[str] = []
     said: list[str] = []
-    day, _ = resolve_partition(
-        param=None,
-        triggering_extras=[{"partition": "2024-03-03"}, {"partition": "2024-03-01"}],
-        data_interval_start=None,
-        log=said.append,
-    )
-    assert day == "2024-03-03"
-    assert "2024-03-01, 2024-03-03" in said[0]
+    while queued:
+        day, reason = resolve_partition(
+            param=None, triggering_extras=queued, data_interval_start=None, log=said.append
+        )
+        ingested.append(day)
+        rest = remaining_days(queued, day)
+        # what announce_remaining posts, plus a day the upstream announced meanwhile
+        queued = [{"partitions": rest}] if rest else []
+        if day == "2024-03-01":
+            queued.append({"partition": "2024-03-04"})
+    assert ingested == ["2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04"]
+    assert reason == "landing asset event"
+    assert "ingesting the earliest, 2024-03-01" in said[0] and "2024-03-02, 2024-03-03" in said[0]
+    assert remaining_days([], "2024-03-01") == []
 
 
 def test_landing_event_without_partition_tells_the_upstream_what_to_send():

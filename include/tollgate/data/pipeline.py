@@ -110,27 +110,46 @@ def resolve_partition(
     if param:
         return generator.parse_day(param).isoformat(), "param"
     if triggering_extras:
-        named = [extra.get("partition") for extra in triggering_extras]
-        if not all(named):
-            raise PartitionNotFound(
-                "A landing asset event has no 'partition' in its extra. The upstream system must post "
-                'POST /api/v2/assets/events {"asset_id": <id of landing_ad_impressions>, '
-                '"extra": {"partition": "YYYY-MM-DD"}}.'
-            )
-        days = sorted({generator.parse_day(str(day)).isoformat() for day in named})
+        days = announced_days(triggering_extras)
         if len(days) > 1:
             log(
-                f"Landing events for several days were merged into this run ({', '.join(days)}); "
-                f"ingesting the latest, {days[-1]}. The others are ingested by their daily runs, or "
-                "trigger this DAG with the Param partition."
+                f"Landing events for several days reached this run ({', '.join(days)}): ingesting the "
+                f"earliest, {days[0]}, now; the others are announced again, so the next runs ingest "
+                "each of them, once, in date order."
             )
-        return days[-1], "landing asset event"
+        return days[0], "landing asset event"
     if data_interval_start is not None:
         return data_interval_start.date().isoformat(), "data interval"
     raise PartitionNotFound(
         "This run has no data interval, no landing asset event and no Param partition: set the Param "
         "partition (YYYY-MM-DD) to choose the day to ingest."
     )
+
+
+def announced_days(triggering_extras: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every day the landing events name, once, in date order.
+
+    An event names one day (``partition``, what the upstream system posts) or several (``partitions``,
+    what a run posts again for the days it left to the next runs).
+    """
+    days: set[str] = set()
+    for extra in triggering_extras:
+        named = extra.get("partitions") or ([extra["partition"]] if extra.get("partition") else [])
+        if not named:
+            raise PartitionNotFound(
+                "A landing asset event has no 'partition' in its extra. The upstream system must post "
+                'POST /api/v2/assets/events {"asset_id": <id of landing_ad_impressions>, '
+                '"extra": {"partition": "YYYY-MM-DD"}}.'
+            )
+        days.update(generator.parse_day(str(day)).isoformat() for day in named)
+    return sorted(days)
+
+
+def remaining_days(triggering_extras: Sequence[Mapping[str, Any]], ingesting: str) -> list[str]:
+    """The announced days after the one this run ingests: the next runs' work, in date order."""
+    if not triggering_extras:
+        return []
+    return [day for day in announced_days(triggering_extras) if day > ingesting]
 
 
 def ensure_landed(

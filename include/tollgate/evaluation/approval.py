@@ -8,6 +8,7 @@ answers with the default, ``Reject``, so silence never promotes a model.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -31,9 +32,14 @@ ANSWER_KEY = "answer"  # XCom key of the approval's answer (chosen option, comme
 
 
 class EvidenceApprovalOperator(ApprovalOperator):
-    def __init__(self, *, evidence_task_id: str, **kwargs: Any) -> None:
+    def __init__(
+        self, *, evidence_task_id: str, outcome_notifiers: Sequence[Any] = (), **kwargs: Any
+    ) -> None:
         super().__init__(subject="Model promotion approval", defaults=["Reject"], **kwargs)
         self.evidence_task_id = evidence_task_id
+        # Called with the context once the answer (or the timeout's default) is recorded. Not
+        # on_success_callback: a task resumed from awaiting input does not run it (Airflow 3.3.2).
+        self.outcome_notifiers = list(outcome_notifiers)
 
     def execute(self, context: Any) -> Any:
         from airflow.sdk import Variable
@@ -71,4 +77,6 @@ class EvidenceApprovalOperator(ApprovalOperator):
                     "responded_at": str(event.get("responded_at")),
                 },
             )
+            for notifier in self.outcome_notifiers:
+                notifier(context)
         return super().execute_complete(context, event)

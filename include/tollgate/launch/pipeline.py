@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tollgate.config import TRAINING_MAX_RETRIES
 from tollgate.data.schema import CURATED_PATH
+from tollgate.events import newest_dataset_event, newest_tag, stale_dataset_reason
 from tollgate.launch import ledger as ledgers
 from tollgate.launch.budget import Budgets
 from tollgate.launch.job import Resources, TrainingJob, training_run_id
@@ -46,6 +47,10 @@ PLAN_SETTINGS = (
 
 class DatasetNotFound(ValueError):
     """No dataset version to train on; the message says how to get one."""
+
+
+class StaleDataset(Exception):
+    """The run's newest dataset event is stale (older than the newest version, or backfilled): skip it."""
 
 
 def resolve_dataset(
@@ -88,6 +93,54 @@ def resolve_dataset(
 
 # Curated-dataset event keys carried into the trained-model info (and so into the signed provenance).
 LINEAGE_KEYS = ("tag", "rows", "quarantined_rows", "window_start", "window_end", "partition", "report_uri")
+
+
+def choose_dataset(
+    *,
+    rev_param: str | None,
+    triggering_extras: Sequence[Mapping[str, Any]],
+    recent_extras: Sequence[Mapping[str, Any]],
+    data_repo: str,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The dataset version a run trains on, whatever the run type.
+
+    An explicit ``rev`` Param trains that version on purpose. Otherwise the newest of the triggering
+    events (by data date, then version; the others are logged as skipped) — and only if it is not stale:
+    a version older than the newest one in the data repository, or one a backfill published, raises
+    :class:`StaleDataset` (the run records the skip). A run without events takes the newest of the
+    recent curated events.
+    """
+    if rev_param and rev_param != LATEST:
+        return resolve_dataset(
+            rev_param=rev_param, triggering_extra=None, latest_extra=None, data_repo=data_repo
+        )
+    if triggering_extras:
+        choice = newest_dataset_event(triggering_extras)
+        for line in choice.log_lines():
+            log(line)
+        chosen = choice.chosen or {}
+        reason = stale_dataset_reason(
+            chosen, newest_tag(_repo_tags(str(chosen.get("data_repo") or data_repo)))
+        )
+        if reason:
+            raise StaleDataset(
+                f"{reason} To train on it on purpose, trigger train_model with Param "
+                f"rev={chosen.get('tag') or chosen.get('rev')}."
+            )
+        return resolve_dataset(
+            rev_param=None, triggering_extra=chosen, latest_extra=None, data_repo=data_repo
+        )
+    latest = newest_dataset_event([e for e in recent_extras if e.get("rev")]).chosen
+    return resolve_dataset(rev_param=None, triggering_extra=None, latest_extra=latest, data_repo=data_repo)
+
+
+def _repo_tags(repo: str) -> list[str]:
+    """Dataset version tags of a local data repository ([] for a remote URL or a missing folder)."""
+    if "://" in repo or not Path(repo).is_dir():
+        return []
+    result = subprocess.run(["git", "-C", repo, "tag", "--list", "data-*"], capture_output=True, text=True)
+    return result.stdout.split() if result.returncode == 0 else []
 
 
 def _git_head(repo: str) -> str | None:

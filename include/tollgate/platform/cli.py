@@ -1,4 +1,4 @@
-"""``tollgate-platform up|down|status``: the local platform from the command line (used by make)."""
+"""``tollgate-platform up|down|status|clean-state``: the local platform from the command line (make)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tollgate.platform.stack import LocalStack
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tollgate-platform", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "clean-state"])
     args = parser.parse_args(argv)
     stack = LocalStack()
     try:
@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
             stack.up()
         elif args.command == "down":
             stack.down()
+        elif args.command == "clean-state":
+            print(stack.clean())
         else:
             print(stack.status())
     except ServiceError as error:

@@ -127,3 +127,22 @@ def wait_healthy(
         f"{name} did not answer on {url} within {timeout:.0f} s.\n"
         f"Log: {log_path}\n--- last lines ---\n{log_tail(log_path)}"
     )
+
+
+def wait_listening(
+    name: str, port: int, process: subprocess.Popen | None, log_path: Path, timeout: float = 60.0
+) -> float:
+    """Wait until something accepts TCP connections on 127.0.0.1:``port`` (a server without HTTP)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return time.monotonic() - start
+        if process is not None and process.poll() is not None:
+            raise ServiceError(
+                f"{name} exited with code {process.returncode} before listening on port {port}.\n"
+                f"Log: {log_path}\n--- last lines ---\n{log_tail(log_path)}"
+            )
+        time.sleep(0.3)
+    raise ServiceError(f"{name} not listening on port {port} within {timeout:.0f} s. Log: {log_path}")

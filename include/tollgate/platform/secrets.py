@@ -6,10 +6,13 @@ import json
 import secrets
 from pathlib import Path
 
-# user -> SimpleAuthManager role. tollgate-auditor is the read-only account through which promote reads
-# Airflow's own record of an approval answer (Connection tollgate_airflow_api).
-USERS = {"admin": "admin", "approver": "user", "tollgate-auditor": "viewer"}
+# user -> SimpleAuthManager role. Two service accounts, each with the least it needs:
+# tollgate-auditor (viewer) is how promote reads Airflow's own record of an approval answer
+# (Connection tollgate_airflow_api); tollgate (op) is how a newer challenger ends older evaluation
+# runs (Connection tollgate_airflow_service).
+USERS = {"admin": "admin", "approver": "user", "tollgate-auditor": "viewer", "tollgate": "op"}
 AUDITOR = "tollgate-auditor"
+SERVICE = "tollgate"
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -20,6 +20,7 @@ from tollgate.config import REPO_ROOT, state_dir
 from tollgate.platform import secrets
 from tollgate.platform.processes import (
     ServiceError,
+    free_port,
     group_alive,
     http_ok,
     log_tail,
@@ -27,6 +28,7 @@ from tollgate.platform.processes import (
     start_group,
     stop_groups,
     wait_healthy,
+    wait_listening,
 )
 from tollgate.registry.keys import ensure_dev_keypair
 
@@ -39,6 +41,7 @@ class Ports:
     mlflow: int = 5000
     worker_log: int = 8793
     trigger_log: int = 8794
+    smtp: int = 0  # the local mail server; 0 = a free port chosen by `up`
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -48,6 +51,7 @@ class Ports:
             mlflow=int(env.get("TOLLGATE_MLFLOW_PORT", 5000)),
             worker_log=int(env.get("TOLLGATE_WORKER_LOG_PORT", 8793)),
             trigger_log=int(env.get("TOLLGATE_TRIGGER_LOG_PORT", 8794)),
+            smtp=int(env.get("TOLLGATE_SMTP_PORT", 8025)),
         )
 
     def by_service(self) -> dict[str, int]:
@@ -56,6 +60,7 @@ class Ports:
             "mlflow server": self.mlflow,
             "airflow worker log server": self.worker_log,
             "airflow triggerer log server": self.trigger_log,
+            "smtp server (approver mail)": self.smtp,
         }
 
 
@@ -147,6 +152,17 @@ class LocalStack:
                 "no_proxy": "127.0.0.1,localhost",
             }
         )
+        if "AIRFLOW_CONN_TOLLGATE_AIRFLOW_SERVICE" not in os.environ:  # ends superseded evaluation runs
+            env["AIRFLOW_CONN_TOLLGATE_AIRFLOW_SERVICE"] = json.dumps(
+                {"conn_type": "http", "host": self.airflow_url, "login": secrets.SERVICE,
+                 "password": self.passwords()[secrets.SERVICE]}
+            )  # fmt: skip
+        if "AIRFLOW_CONN_SMTP_DEFAULT" not in os.environ:  # approver mail: the local SMTP server
+            env["AIRFLOW_CONN_SMTP_DEFAULT"] = json.dumps(
+                {"conn_type": "smtp", "host": "127.0.0.1", "port": self.ports.smtp,
+                 "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "tollgate@localhost",
+                           "retry_limit": 1, "timeout": 10}}
+            )  # fmt: skip
         if "AIRFLOW_CONN_TOLLGATE_SIGNING" not in os.environ:  # model signing key: a development pair
             keys = ensure_dev_keypair(self.home)  # made once under <state>/keys/, never committed
             env["AIRFLOW_CONN_TOLLGATE_SIGNING"] = json.dumps(
@@ -182,6 +198,15 @@ class LocalStack:
 
     def _airflow_bin(self) -> str:
         return str(Path(sys.executable).with_name("airflow"))
+
+    @property
+    def mailbox(self) -> Path:
+        """The Maildir the local SMTP server writes every message to (what approvers would receive)."""
+        return self.home / "mail"
+
+    def _smtp_command(self) -> list[str]:
+        return [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.ports.smtp}",
+                "-c", "aiosmtpd.handlers.Mailbox", str(self.mailbox)]  # fmt: skip
 
     def _mlflow_command(self) -> list[str]:
         mlflow_home = self.home / "mlflow"
@@ -223,7 +248,7 @@ class LocalStack:
                 + ", ".join(taken)
                 + " already in use by another program. Stop it, or choose other ports with "
                 "TOLLGATE_AIRFLOW_PORT / TOLLGATE_MLFLOW_PORT / TOLLGATE_WORKER_LOG_PORT / "
-                "TOLLGATE_TRIGGER_LOG_PORT."
+                "TOLLGATE_TRIGGER_LOG_PORT / TOLLGATE_SMTP_PORT."
             )
 
     def migrate(self) -> None:
@@ -249,6 +274,8 @@ class LocalStack:
                 f"The local platform in {self.home} is already running "
                 f"(Airflow {self.airflow_url}, MLflow {self.mlflow_url}). Run `make down` first."
             )
+        if not self.ports.smtp:
+            self.ports.smtp = free_port()
         self._check_ports()
         t0 = time.monotonic()
         self.passwords()
@@ -262,6 +289,11 @@ class LocalStack:
             mlflow_env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
             mlflow_proc = start_group(self._mlflow_command(), mlflow_log, env=mlflow_env)
             state.services.append(Service("mlflow-server", mlflow_proc.pid, time.time(), str(mlflow_log)))
+            self._write_state(state)
+            smtp_log = self.logs / "smtp-server.log"
+            self.mailbox.parent.mkdir(parents=True, exist_ok=True)
+            smtp_proc = start_group(self._smtp_command(), smtp_log, env=env)
+            state.services.append(Service("smtp-server", smtp_proc.pid, time.time(), str(smtp_log)))
             self._write_state(state)
             self.migrate()
             timings["airflow db migrate"] = time.monotonic() - t0
@@ -285,6 +317,7 @@ class LocalStack:
                 "mlflow server", f"{self.mlflow_url}/health", mlflow_proc, mlflow_log, self.startup_timeout
             )
             timings["mlflow"] = time.monotonic() - t0
+            wait_listening("smtp server", self.ports.smtp, smtp_proc, smtp_log, self.startup_timeout)
             self._wait_components_healthy(procs, self.startup_timeout)
             timings["airflow components"] = time.monotonic() - t0
             from tollgate.platform.settings import apply_settings
@@ -339,6 +372,26 @@ class LocalStack:
             print("Stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         return stopped
 
+    def clean(self) -> str:
+        """Stop the platform and delete its state folder (databases, logs, keys, data): an empty state.
+
+        Refuses a folder that does not look like a Tollgate state folder, so a mistyped TOLLGATE_HOME
+        never deletes something else.
+        """
+        import shutil
+
+        if not self.home.exists():
+            return f"Nothing to clean: {self.home} does not exist."
+        markers = ("airflow", "mlflow", "run", "keys", "logs", "data-repo", "storage", "landing")
+        if self.home.name != ".tollgate" and not any((self.home / m).exists() for m in markers):
+            raise ServiceError(
+                f"{self.home} does not look like a Tollgate state folder (none of {', '.join(markers)} in "
+                "it): not deleting it. Check TOLLGATE_HOME."
+            )
+        self.down(quiet=True)
+        shutil.rmtree(self.home)
+        return f"Deleted {self.home}: the next `make up` / `make demo` starts from an empty state."
+
     def status(self) -> str:
         state = self.read_state()
         if state is None:
@@ -361,6 +414,7 @@ class LocalStack:
             "Tollgate local platform is up.",
             f"  Airflow UI : {self.airflow_url}   (users: {users}; passwords in the file below)",
             f"  MLflow UI  : {self.mlflow_url}",
+            f"  Mail       : smtp://127.0.0.1:{self.ports.smtp} -> {self.mailbox} (what approvers receive)",
             f"  Passwords  : {self.home / 'airflow' / 'passwords.json'}",
             f"  State      : {self.home}",
             f"  Logs       : {self.logs}",
