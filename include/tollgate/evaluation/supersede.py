@@ -61,9 +61,9 @@ def supersede_older_runs(
     log: Callable[[str], None] = print,
 ) -> list[Superseded]:
     """End the older runs through ``api`` (a ``tollgate.platform.api.AirflowClient``); return them."""
-    from tollgate.platform.api import AirflowAPIError
-
     from airflow_client.client import DAGRunPatchBody
+
+    from tollgate.platform.api import AirflowAPIError
 
     active = api.dag_runs.get_dag_runs(dag_id, state=["running", "queued"], limit=100).dag_runs
     runs = [{"dag_run_id": run.dag_run_id, "state": str(run.state.value)} for run in active]
