@@ -11,9 +11,9 @@ AIRFLOW_GUARD := $(VENV)/lib/python3.11/site-packages/tollgate-airflow-cli.pth
 WHEELHOUSE ?= /opt/wheels
 TORCH_SOURCE ?= $(if $(wildcard $(WHEELHOUSE)),--find-links $(WHEELHOUSE),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 PYTEST_ARGS ?=
-# Two xdist workers: one owns the session platform (its tests are one group, started first), the other
-# takes the fast layers and the service-level tests; --durations shows where the time goes.
-PYTEST_PARALLEL ?= -n 2 --dist loadgroup --no-loadscope-reorder --durations=25
+# Three xdist workers, a test module to one worker (its fixtures made once); the modules that drive a
+# platform through real DAG runs go first (tests/conftest.py); --durations shows where the time goes.
+PYTEST_PARALLEL ?= -n 3 --dist loadfile --durations=25
 
 .PHONY: setup lock up down status demo test lint bench browser-deps clean-state
 

@@ -32,10 +32,8 @@ pytest_plugins = ["tests.fixtures.services", "tests.fixtures.platform", "tests.f
 LAYERS = ("dags", "unit", "integration", "e2e")
 
 
-# Fixtures that stand for the one session platform (Airflow + MLflow): a test using any of them runs in
-# the xdist worker that owns the platform, so the suite starts one platform, not one per worker.
+# Fixtures that stand for a session platform (Airflow + MLflow, started once per test process).
 PLATFORM_FIXTURES = {"local_platform", "admin_client", "promotion_dags", "signed_challenger"}
-PLATFORM_GROUP = "platform"
 
 
 def _layer(item: pytest.Item) -> int:
@@ -46,15 +44,12 @@ def _uses_platform(item: pytest.Item) -> bool:
     return bool(PLATFORM_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Refuse unmarked tests; run fast layers first (dags, unit, integration, e2e).
 
-    Under pytest-xdist (``make test`` runs two workers with ``--dist loadgroup``) every test that needs
-    the session platform joins one group, scheduled first so that its worker starts the platform's long
-    chain of real DAG runs at once while the other worker takes the fast layers and the service-level
-    integration tests in layer order. Every other module is a group of its own, so module fixtures
-    (trained models, servers) are made once.
+    Under pytest-xdist (``make test`` runs ``-n 3 --dist loadfile``: a module's tests stay in one worker,
+    so its fixtures are made once) the modules that drive a platform through real DAG runs, the long
+    chains, are handed out first, and the fast layers follow in layer order.
     """
     unmarked = [item.nodeid for item in items if not any(item.get_closest_marker(m) for m in LAYERS)]
     if unmarked:
@@ -62,9 +57,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             "Every test needs a layer marker (" + ", ".join(LAYERS) + "); missing on: " + ", ".join(unmarked)
         )
     in_xdist_worker = "PYTEST_XDIST_WORKER" in os.environ
-    for item in items:
-        group = PLATFORM_GROUP if _uses_platform(item) else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: (not (in_xdist_worker and _uses_platform(item)), _layer(item)))
 
 

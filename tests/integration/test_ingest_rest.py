@@ -81,4 +81,3 @@ def test_landing_event_posted_through_rest_starts_an_ingest_that_publishes(local
     stranger = requests.Session()
     stranger.trust_env = False
     assert stranger.get(f"{local_platform.airflow_url}/tollgate-data/", timeout=30).status_code == 401
-

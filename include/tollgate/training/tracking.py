@@ -88,13 +88,23 @@ class MlflowTracker:
         self._buffer: list[Any] = []
         self._logged_params: dict[str, str] = {}
         self._has_dataset = False
-        experiment_obj = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            experiment_obj.experiment_id
-            if experiment_obj is not None
-            else self.client.create_experiment(experiment)
-        )
+        self.experiment_id = self._experiment_id(experiment)
         self.run_id, self.created = self._find_or_create()
+
+    def _experiment_id(self, name: str) -> str:
+        """Find or create the experiment. Two first trainings at once both find none; the one whose
+        create loses gets RESOURCE_ALREADY_EXISTS and uses the experiment the other made."""
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id
 
     def _find_or_create(self) -> tuple[str, bool]:
         escaped = self.training_run_id.replace("'", "\\'")
