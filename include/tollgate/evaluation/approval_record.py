@@ -103,14 +103,11 @@ def fetch_approval_record(dag_id: str, run_id: str, task_id: str, conn_id: str) 
             f"({type(err).__name__}). Define it (http, host = api-server URL, login/password of a "
             "read-only user); `make up` does this for the local platform."
         ) from None
-    base = (conn.host if "://" in (conn.host or "") else f"http://{conn.host}").rstrip("/")
-    if conn.port:
-        base = f"{base}:{conn.port}"
     try:
-        client = AirflowClient(base, conn.login or "", conn.password or "")
+        client = AirflowClient.from_connection(conn)
     except AirflowAPIError as err:
         raise ApprovalRefused(
-            f"Cannot read Airflow's approval record: login of {conn.login!r} at {base} failed "
+            f"Cannot read Airflow's approval record: login of {conn.login!r} at {conn.host} failed "
             f"(HTTP {err.status}). Fix Connection {conn_id!r}."
         ) from None
     where = f"{dag_id}/{run_id}/{task_id}"

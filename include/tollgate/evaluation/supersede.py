@@ -89,15 +89,6 @@ def supersede_older_runs(
     return ended
 
 
-def api_client_from_connection(conn: Any) -> Any:
-    """An authenticated REST client from the ``tollgate_airflow_service`` Connection."""
-    from tollgate.platform.api import AirflowClient
-
-    host = conn.host if "://" in (conn.host or "") else f"http://{conn.host}"
-    base = f"{host}:{conn.port}" if conn.port else host
-    return AirflowClient(base, conn.login, conn.password)
-
-
 def supersede_from_task(challenger: Mapping[str, str], context: Any) -> list[dict[str, str]]:
     """The DAG task's body: end older runs, record it on their versions, tell the approvers."""
     from datetime import UTC, datetime
@@ -105,6 +96,7 @@ def supersede_from_task(challenger: Mapping[str, str], context: Any) -> list[dic
     from airflow.sdk import BaseHook
 
     from tollgate.evaluation.notify import superseded_message, tell_approvers
+    from tollgate.platform.api import AirflowClient
     from tollgate.registry.register import mlflow_client
     from tollgate.runtime import mlflow_uri, setting
 
@@ -117,6 +109,6 @@ def supersede_from_task(challenger: Mapping[str, str], context: Any) -> list[dic
         registry.set_model_version_tag(name, old.version, TAG_SUPERSEDED_AT, datetime.now(UTC).isoformat())
         tell_approvers(approvers, *superseded_message(name, old.version, version))
 
-    api = api_client_from_connection(BaseHook.get_connection(API_CONN_ID))
+    api = AirflowClient.from_connection(BaseHook.get_connection(API_CONN_ID))
     ended = supersede_older_runs(api, context["dag"].dag_id, context["run_id"], name, version, record)
     return [{"run_id": old.run_id, "version": old.version} for old in ended]

@@ -85,6 +85,13 @@ class AirflowClient:
         self.import_errors = ImportErrorApi(self.api_client)
         self.monitor = MonitorApi(self.api_client)
 
+    @classmethod
+    def from_connection(cls, conn: Any) -> AirflowClient:
+        """Logged in as the user of an Airflow http Connection (host = api-server URL, login, password)."""
+        host = (conn.host if "://" in (conn.host or "") else f"http://{conn.host}").rstrip("/")
+        base = f"{host}:{conn.port}" if conn.port else host
+        return cls(base, conn.login or "", conn.password or "")
+
     @cached_property
     def session(self) -> requests.Session:
         """An HTTP session with the same token, for the UI plugin pages (beside the REST API, not in it)."""
