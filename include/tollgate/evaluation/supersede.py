@@ -80,9 +80,10 @@ def supersede_older_runs(
     ended = older_runs(runs, challenger_of, me, model_name, version)
     for old in ended:
         note = f"Superseded by {model_name} v{version} (run {me}): v{old.version} is no longer evaluated."
+        # Recorded on the version first: whoever sees the run end finds the reason on the version too.
+        record(old)
         # Failing the run fails its unfinished tasks, an approval awaiting input included.
         api.dag_runs.patch_dag_run(dag_id, old.run_id, DAGRunPatchBody(state="failed", note=note))
-        record(old)
         log(f"SUPERSEDED run {old.run_id} ({model_name} v{old.version}): {note}")
     if not ended:
         log(f"No older run of {dag_id} evaluates an older version of {model_name}: nothing superseded.")
