@@ -66,3 +66,60 @@ def test_request_and_outcome_reach_the_approver(smtp_server):
 def test_a_malformed_address_book_says_what_is_expected():
     with pytest.raises(ValueError, match=re.escape('expected {"<airflow user>": "<e-mail address>"')):
         approver_addresses("approver=ana@example.org", ["approver"])
+
+
+@pytest.fixture
+def slack_webhook(monkeypatch):
+    """A real HTTP endpoint standing in for Slack's incoming webhook; it records each JSON post."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    posts: list[dict] = []
+    status = {"code": 200}
+
+    class Webhook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append({"path": self.path, "json": json.loads(body)})
+            self.send_response(status["code"])
+            self.end_headers()
+            self.wfile.write(b"ok" if status["code"] == 200 else b"invalid_token")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/services/T000/B000/secret"
+    conn = {"conn_type": "slackwebhook", "password": url}  # the webhook URL, as Slack gives it
+    monkeypatch.setenv("AIRFLOW_CONN_TOLLGATE_SLACK", json.dumps(conn))
+    yield posts, status
+    server.shutdown()
+
+
+def test_with_a_slack_connection_the_request_is_also_posted_to_slack(smtp_server, slack_webhook):
+    from tollgate.evaluation.notify import deliver
+
+    posts, status = slack_webhook
+    told = deliver(["ana@example.org"], *request_message(EVIDENCE, LINK, 1440.0))
+    assert told == ["ana@example.org", "slack:tollgate_slack"]
+    (post,) = posts
+    assert post["path"] == "/services/T000/B000/secret"
+    text = post["json"]["text"]
+    assert text.startswith("*[Tollgate] Approval needed: promote tollgate-ctr v7 to champion*\n")
+    assert LINK in text and "auc 0.7312 0.7201" in text
+    assert [m.to for m in messages(smtp_server)] == ["ana@example.org"]
+
+    # Slack refusing the post (a revoked webhook) is logged; the mail still goes and nothing raises.
+    status["code"] = 403
+    assert deliver(["ana@example.org"], *outcome_message(EVIDENCE, None)) == ["ana@example.org"]
+    assert len(posts) == 2 and len(messages(smtp_server)) == 2
+
+
+def test_without_a_slack_connection_only_mail_is_sent(smtp_server, monkeypatch):
+    from tollgate.evaluation.notify import deliver
+
+    monkeypatch.delenv("AIRFLOW_CONN_TOLLGATE_SLACK", raising=False)
+    assert deliver(["ana@example.org"], *outcome_message(EVIDENCE, None)) == ["ana@example.org"]
+    assert deliver([], *outcome_message(EVIDENCE, None)) == []  # nobody to tell: a warning, no error
+    assert len(messages(smtp_server)) == 1

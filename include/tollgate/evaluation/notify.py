@@ -7,7 +7,9 @@ approval operator calls :class:`ApprovalNotifier` with ``kind="request"`` when i
 times out. Addresses come from the Variable ``tollgate_approver_emails`` (JSON, user -> address) for
 the users the approval is assigned to. Mail goes through ``apache-airflow-providers-smtp``'s hook on the
 Connection ``smtp_default`` (``make up`` runs a real SMTP server on loopback that writes a Maildir under
-the state folder). A failure to notify is logged, never fails the approval.
+the state folder). When the Connection ``tollgate_slack`` is set (type ``slackwebhook``, password = the
+incoming-webhook URL), the same messages are also posted to that Slack channel through
+``apache-airflow-providers-slack``. A failure to notify is logged, never fails the approval.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from airflow.sdk.bases.notifier import BaseNotifier
 
 SMTP_CONN_ID = "smtp_default"
+SLACK_CONN_ID = "tollgate_slack"
 FROM_ADDRESS = "tollgate@localhost"
 
 log = logging.getLogger("tollgate.notify")
@@ -93,20 +96,61 @@ def superseded_message(model_name: str, old: str, new: str) -> tuple[str, str]:
 
 
 def tell_approvers(users: Sequence[str], subject: str, body: str) -> list[str]:
-    """Mail ``users`` (addresses: Variable tollgate_approver_emails); never raises; returns the addresses."""
+    """Tell ``users`` by mail (addresses: Variable tollgate_approver_emails) and Slack when set up.
+
+    Never raises; returns where it was delivered (addresses, and ``slack:<conn id>``)."""
     from tollgate.runtime import setting
 
     try:
         addresses, unknown = approver_addresses(setting("tollgate_approver_emails"), users)
-        if unknown:
-            log.warning("No e-mail address for %s in Variable tollgate_approver_emails", unknown)
-        if addresses:
-            send_mail(addresses, subject, body)
-            log.info("Told %s: %s", ", ".join(addresses), subject)
-        return addresses
     except Exception as error:  # telling people must never change the decision
-        log.warning("Could not notify the approvers: %s", error)
-        return []
+        log.warning("Could not read the approvers' addresses: %s", error)
+        addresses, unknown = [], []
+    if unknown:
+        log.warning("No e-mail address for %s in Variable tollgate_approver_emails", unknown)
+    return deliver(addresses, subject, body)
+
+
+def deliver(addresses: Sequence[str], subject: str, body: str) -> list[str]:
+    """Mail ``addresses`` and post to Slack when its Connection is set; each channel fails on its own."""
+    told = []
+    if addresses:
+        try:
+            send_mail(addresses, subject, body)
+            told += list(addresses)
+        except Exception as error:  # telling people must never change the decision
+            log.warning("Could not mail %s: %s", ", ".join(addresses), error)
+    try:
+        if slack_connection_set():
+            post_to_slack(subject, body)
+            told.append(f"slack:{SLACK_CONN_ID}")
+    except Exception as error:
+        log.warning("Could not post to Slack (Connection %s): %s", SLACK_CONN_ID, error)
+    if told:
+        log.info("Told %s: %s", ", ".join(told), subject)
+    else:
+        log.warning("Nobody was told (no approver address, no Slack Connection): %s", subject)
+    return told
+
+
+def slack_connection_set(conn_id: str = SLACK_CONN_ID) -> bool:
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return False
+    return True
+
+
+def post_to_slack(subject: str, body: str, conn_id: str = SLACK_CONN_ID) -> None:
+    """One message: the subject in bold, then the body as plain text (links stay as URLs)."""
+    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+    from tollgate.htmltext import plain_text
+
+    SlackWebhookHook(slack_webhook_conn_id=conn_id).send_text(f"*{subject}*\n{plain_text(body)}")
 
 
 def send_mail(to: Sequence[str], subject: str, body: str, conn_id: str = SMTP_CONN_ID) -> None:
@@ -147,12 +191,6 @@ class ApprovalNotifier(BaseNotifier):
         users = [u["id"] for u in (getattr(task, "assigned_users", None) or [])] or setting(
             "tollgate_approvers"
         ).replace(",", " ").split()
-        addresses, unknown = approver_addresses(setting("tollgate_approver_emails"), users)
-        if unknown:
-            log.warning("No e-mail address for %s in Variable tollgate_approver_emails", unknown)
-        if not addresses:
-            log.warning("Nobody to notify (%s): no approver has an e-mail address", self.kind)
-            return
         if self.kind == "request":
             link = HITLOperator.generate_link_to_ui_from_context(context=context)
             minutes = float(evidence.get("approval_timeout_minutes") or 0)
@@ -161,5 +199,4 @@ class ApprovalNotifier(BaseNotifier):
             from tollgate.evaluation.approval import ANSWER_KEY
 
             subject, body = outcome_message(evidence, ti.xcom_pull(task_ids=task.task_id, key=ANSWER_KEY))
-        send_mail(addresses, subject, body)
-        log.info("Told %s: %s", ", ".join(addresses), subject)
+        tell_approvers(users, subject, body)

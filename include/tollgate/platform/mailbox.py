@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import html
 import mailbox
-import re
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
+
+from tollgate.htmltext import plain_text
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,7 @@ def _body(message: Message) -> str:
         if part.get_content_maintype() == "text":
             payload = part.get_payload(decode=True) or b""
             chunks.append(payload.decode(part.get_content_charset() or "utf-8", errors="replace"))
-    text = re.sub(r"<br\s*/?>|</p>|</tr>", "\n", "\n".join(chunks))
-    text = re.sub(r"</t[dh]>", " ", text)
-    return html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
+    return plain_text("\n".join(chunks))
 
 
 def messages(maildir: Path) -> list[Mail]:
