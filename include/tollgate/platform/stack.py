@@ -32,6 +32,7 @@ from tollgate.platform.processes import (
 )
 from tollgate.registry.keys import ensure_dev_keypair
 
+SQLITE_ARGS = "tollgate.platform.sqlite"  # a waiting writer waits a minute, not 5 s
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
@@ -133,6 +134,8 @@ class LocalStack:
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{SQLITE_ARGS}.CONNECT_ARGS",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{SQLITE_ARGS}.CONNECT_ARGS_ASYNC",
                 "AIRFLOW__API__BASE_URL": self.airflow_url,
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(self.ports.airflow),
@@ -198,6 +201,11 @@ class LocalStack:
 
     def _airflow_bin(self) -> str:
         return str(Path(sys.executable).with_name("airflow"))
+
+    def _airflow_command(self, component: str) -> list[str]:
+        if component == "scheduler":  # its LocalExecutor forks every task: libraries imported once
+            return [sys.executable, "-m", "tollgate.platform.preload", component]
+        return [self._airflow_bin(), component]
 
     @property
     def mailbox(self) -> Path:
@@ -300,7 +308,7 @@ class LocalStack:
             procs = {}
             for component in AIRFLOW_COMPONENTS:
                 log = self.logs / f"airflow-{component}.log"
-                proc = start_group([self._airflow_bin(), component], log, env=env)
+                proc = start_group(self._airflow_command(component), log, env=env)
                 procs[component] = (proc, log)
                 state.services.append(Service(f"airflow-{component}", proc.pid, time.time(), str(log)))
                 self._write_state(state)
