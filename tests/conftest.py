@@ -36,6 +36,16 @@ LAYERS = ("dags", "unit", "integration", "e2e")
 PLATFORM_FIXTURES = {"local_platform", "admin_client", "promotion_dags", "signed_challenger"}
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadfile`` with the platform modules kept on two workers (see tests/scheduling.py)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from tests.scheduling import PlatformOnFewWorkers
+
+    return PlatformOnFewWorkers(config, log, frozenset(PLATFORM_FIXTURES))
+
+
 def _layer(item: pytest.Item) -> int:
     return next(i for i, layer in enumerate(LAYERS) if item.get_closest_marker(layer))
 
