@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tollgate import extensions
 from tollgate.config import TRAINING_MAX_RETRIES
-from tollgate.data.schema import CURATED_PATH
 from tollgate.events import newest_dataset_event, newest_tag, stale_dataset_reason
 from tollgate.launch import ledger as ledgers
 from tollgate.launch.budget import Budgets
@@ -59,13 +59,15 @@ def resolve_dataset(
     triggering_extra: Mapping[str, Any] | None,
     latest_extra: Mapping[str, Any] | None,
     data_repo: str,
-    data_path: str = CURATED_PATH,
+    data_path: str | None = None,
 ) -> dict[str, Any]:
     """The dataset version to train on, with its lineage.
 
     Precedence: an explicit ``rev`` Param, then the curated-dataset event that triggered the run, then the
     latest curated-dataset event Airflow knows, then the head commit of the data repository.
+    ``data_path`` defaults to the active example's curated path.
     """
+    data_path = data_path or extensions.active().dataset.schema.curated_path
     if rev_param and rev_param != LATEST:
         return {"rev": rev_param, "data_repo": data_repo, "data_path": data_path, "content_hash": None,
                 "source": "param"}  # fmt: skip
@@ -174,7 +176,10 @@ def build_plan(
             f"training task's {TRAINING_MAX_RETRIES} retries; lower a budget (or raise "
             "TRAINING_MAX_RETRIES in tollgate/config.py)."
         )
+    example = extensions.active()  # env TOLLGATE_EXAMPLE: whose trainer command runs
     job = TrainingJob(
+        command=tuple(example.trainer.command),
+        env={extensions.EXAMPLE_ENV: example.name},
         training_run_id=run,
         image=settings["tollgate_training_image"],
         checkpoint_uri=f"{root}/checkpoints/{run}",
