@@ -1,5 +1,9 @@
 """
-### Train the click-through model on spot capacity
+### Train the active example's model on spot capacity
+
+The trainer is the active example's (env `TOLLGATE_EXAMPLE`, default `ctr`): any command that honours the
+trainer contract (README "Use it for your own model"). Empty hyperparameter Params leave the trainer's
+own defaults.
 
 Runs whenever a new **curated dataset** version is published (Asset `curated_ctr_dataset`; the version
 comes from the triggering event), or by hand with the Params below.
@@ -77,12 +81,31 @@ training_args: dict[str, Any] = {
             type=["null", "string"],
             description="Data repository (git + DVC) for rev; empty = Variable tollgate_data_repo",
         ),
-        "epochs": Param(3, type="integer", minimum=1, maximum=100, description="Training epochs"),
-        "batch_size": Param(256, type="integer", minimum=1, description="Rows per optimizer step"),
-        "lr": Param(0.003, type="number", exclusiveMinimum=0, description="Learning rate"),
+        "epochs": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=100,
+            description="Training epochs; empty = the example trainer's default (click-through: 3)",
+        ),
+        "batch_size": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Rows per optimizer step; empty = the trainer's default (click-through: 256)",
+        ),
+        "lr": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            description="Learning rate; empty = the trainer's default (click-through: 0.003)",
+        ),
         "seed": Param(42, type="integer", description="Seed: the same seed and data give the same weights"),
         "checkpoint_every": Param(
-            50, type="integer", minimum=1, description="Checkpoint every N steps (and always on SIGTERM)"
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Checkpoint every N steps (and always on SIGTERM); empty = the trainer's default",
         ),
         "quality": Param(
             "normal",

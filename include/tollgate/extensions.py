@@ -330,7 +330,7 @@ def gate_metrics_from_json(example: Example, text: str | None) -> GateMetrics:
         raise ValueError(f"offline gate thresholds are not valid JSON ({error}): {text!r}") from None
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
         raise ValueError(
-            'offline gate thresholds must map metric -> {"bound": x, "max_regression": y}, e.g. '
+            'offline gate thresholds must map metric to its bounds {"bound": x, "max_regression": y}, e.g. '
             f'{{"{example.gate.names[0]}": {{"bound": 0.9}}}}; got {text!r}'
         )
     return example.gate.with_overrides(raw)

@@ -189,11 +189,12 @@ def build_plan(
             "data-repo": dataset["data_repo"],
             "data-rev": dataset["rev"],
             "data-path": dataset["data_path"],
+            # An empty Param is not passed: the example's trainer applies its own default.
             "seed": int(params.get("seed", 42)),
-            "epochs": int(params.get("epochs", 3)),
-            "batch-size": int(params.get("batch_size", 256)),
-            "lr": float(params.get("lr", 0.003)),
-            "checkpoint-every": int(params.get("checkpoint_every", 50)),
+            "epochs": _optional(params.get("epochs"), int),
+            "batch-size": _optional(params.get("batch_size"), int),
+            "lr": _optional(params.get("lr"), float),
+            "checkpoint-every": _optional(params.get("checkpoint_every"), int),
             "quality": params.get("quality", "normal"),
         },
         resources=Resources.parse(settings["tollgate_training_resources"]),
@@ -215,6 +216,10 @@ def build_plan(
         interrupt_attempts=int(params.get("interruption_attempts", 1)),
         dataset=dict(dataset),
     )
+
+
+def _optional(value: Any, cast: Callable[[Any], Any]) -> Any:
+    return None if value is None or value == "" else cast(value)
 
 
 def _int_setting(param: Any, settings: Mapping[str, str], name: str) -> int:
