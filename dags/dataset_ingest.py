@@ -78,6 +78,12 @@ def _settings() -> Any:
             format="date",
             description="Day to ingest (YYYY-MM-DD); empty = the landing event's day or the data interval",
         ),
+        "example": Param(
+            None,
+            type=["null", "string"],
+            description="Example (dataset) to ingest: ctr, digits or a module path; empty = the landing "
+            "event's example or the configured one (env TOLLGATE_EXAMPLE)",
+        ),
         "republish": Param(
             False,
             type="boolean",
@@ -90,15 +96,19 @@ def dataset_ingest():
     def locate_partition(**context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
+        from tollgate import extensions
         from tollgate.data.pipeline import (
             PartitionNotFound,
             ensure_landed,
             remaining_days,
             resolve_partition,
+            run_example,
         )
 
         events = context["triggering_asset_events"].get(LANDING_IMPRESSIONS) or []
         try:
+            example = run_example(context["params"].get("example"), [event.extra or {} for event in events])
+            extensions.load(example)  # a bad name fails here, naming the fix
             settings = _settings()
             partition, reason = resolve_partition(
                 param=context["params"].get("partition"),
@@ -108,9 +118,11 @@ def dataset_ingest():
             )
         except (PartitionNotFound, ValueError) as exc:
             raise AirflowFailException(str(exc)) from exc
-        log.info("Ingesting dt=%s (from the %s)", partition, reason)
+        log.info("Ingesting dt=%s of example %s (from the %s)", partition, example, reason)
         remaining = remaining_days([event.extra or {} for event in events], partition)
-        return {**ensure_landed(settings, partition, log=log.info), "reason": reason, "remaining": remaining}
+        with extensions.using(example):
+            landed = ensure_landed(settings, partition, log=log.info)
+        return {**landed, "reason": reason, "remaining": remaining, "example": example}
 
     @task(outlets=[LANDING_IMPRESSIONS])
     def announce_remaining(landed: dict[str, Any], **context: Any) -> list[str]:
@@ -124,6 +136,7 @@ def dataset_ingest():
         context["outlet_events"][LANDING_IMPRESSIONS].extra = {
             "partitions": remaining,
             "announced_by": context["run_id"],
+            **({"example": landed["example"]} if landed.get("example") else {}),
         }
         return remaining
 
@@ -131,19 +144,26 @@ def dataset_ingest():
     def validate(landed: dict[str, Any]) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
+        from tollgate import extensions
         from tollgate.data.gate import BatchRejected
         from tollgate.data.pipeline import gate
 
         try:
-            return gate(_settings(), landed["partition"], log=log.info)
+            with extensions.using(landed.get("example")):
+                return {
+                    **gate(_settings(), landed["partition"], log=log.info),
+                    "example": landed.get("example"),
+                }
         except BatchRejected as exc:
             raise AirflowFailException(str(exc)) from exc  # bad data: retrying cannot help
 
     @task
     def version_dataset(outcome: dict[str, Any]) -> dict[str, Any]:
+        from tollgate import extensions
         from tollgate.data.pipeline import version
 
-        return version(_settings(), outcome, log=log.info)
+        with extensions.using(outcome.get("example")):
+            return {**version(_settings(), outcome, log=log.info), "example": outcome.get("example")}
 
     @task(outlets=[CURATED_DATASET])
     def publish(dataset: dict[str, Any], **context: Any):

@@ -142,9 +142,11 @@ def evaluate_and_promote():
                 "reasons": ["not scored: the signature gate refused the model"],
             }
         uri = mlflow_uri()
-        example = extensions.active()  # env TOLLGATE_EXAMPLE: whose metrics, scorer and holdout schema
-        gate = gate_metrics(example, setting("tollgate_offline_gate"))
         dataset = signature["provenance"]["predicate"]["dataset"]
+        # The example the version was trained for, from its signed provenance (else the configured one):
+        # whose metrics, scorer and holdout schema.
+        example = extensions.load(dataset.get("example") or extensions.configured())
+        gate = gate_metrics(example, setting("tollgate_offline_gate"))
         holdout = holdout_frame(
             dataset["repo"],
             dataset["rev"],

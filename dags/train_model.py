@@ -81,6 +81,12 @@ training_args: dict[str, Any] = {
             type=["null", "string"],
             description="Data repository (git + DVC) for rev; empty = Variable tollgate_data_repo",
         ),
+        "example": Param(
+            None,
+            type=["null", "string"],
+            description="Example whose trainer runs (ctr, digits, a module path); empty = the dataset "
+            "event's example or the configured one (env TOLLGATE_EXAMPLE)",
+        ),
         "epochs": Param(
             None,
             type=["null", "integer"],
@@ -149,6 +155,7 @@ def train_model():
     def prepare_job(**context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from tollgate import extensions
         from tollgate.launch.pipeline import PLAN_SETTINGS, StaleDataset, build_plan, choose_dataset
         from tollgate.runtime import mlflow_uri, setting
 
@@ -166,16 +173,22 @@ def train_model():
         except StaleDataset as stale:
             print(f"SKIPPED: {stale}")
             raise AirflowSkipException(str(stale)) from stale
-        plan = build_plan(
-            dag_id=context["dag"].dag_id,
-            run_id=context["run_id"],
-            params=context["params"],
-            settings=settings,
-            dataset=dataset,
-            mlflow_uri=mlflow_uri(),
+        # The example travels with the dataset version (its curated event); else the configured one.
+        dataset["example"] = (
+            context["params"].get("example") or dataset.get("example") or extensions.configured()
         )
+        with extensions.using(dataset["example"]):
+            plan = build_plan(
+                dag_id=context["dag"].dag_id,
+                run_id=context["run_id"],
+                params=context["params"],
+                settings=settings,
+                dataset=dataset,
+                mlflow_uri=mlflow_uri(),
+            )
         print(
-            f"Training run {plan.job.training_run_id}: dataset rev {dataset['rev']} ({dataset['source']}), "
+            f"Training run {plan.job.training_run_id} of example {dataset['example']}: "
+            f"dataset rev {dataset['rev']} ({dataset['source']}), "
             f"backend {plan.backend}, checkpoints {plan.job.checkpoint_uri}"
         )
         return plan.to_dict()
@@ -196,12 +209,16 @@ def train_model():
 
     @task(outlets=[CHALLENGER_MODEL])
     def register_challenger(trained: dict[str, Any], plan: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from tollgate import extensions
         from tollgate.registry.tasks import register_from_task
 
-        registered = register_from_task(trained, plan, context)
+        example = (plan.get("dataset") or {}).get("example")
+        with extensions.using(example):  # whose pyfunc, code and registered model
+            registered = register_from_task(trained, plan, context)
         context["outlet_events"][CHALLENGER_MODEL].extra = {
             "model_name": registered["model_name"],
             "version": registered["version"],
+            **({"example": example} if example else {}),
         }
         return registered
 

@@ -8,6 +8,9 @@ interfaces below. The shipped ones are ``tollgate_examples.ctr`` (click-through,
 Which example is active is configuration read **at run time** (inside tasks, the trainer, the demo),
 never at DAG parse time: the env variable ``TOLLGATE_EXAMPLE`` holds a short name (``ctr``, ``digits``:
 a module under ``tollgate_examples``) or a dotted module path (``mycompany.tollgate_profile``).
+A run may name another one (ingest Param ``example`` or the landing event's ``example``); the name then
+travels with the data: curated-dataset event, training job, signed provenance, challenger event. Tasks
+apply it with :func:`using`, so one platform serves several examples side by side.
 
 This module imports nothing heavy (no pandas, torch, MLflow or GX) and no example: examples import it.
 """
@@ -18,7 +21,8 @@ import importlib
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from enum import StrEnum
@@ -312,6 +316,36 @@ def load(name: str | None = None) -> Example:
 def active() -> Example:
     """The example this process runs (read at call time: change the env, change the example)."""
     return load(None)
+
+
+def configured() -> str:
+    """The configured example's name (env ``TOLLGATE_EXAMPLE``, else ``ctr``)."""
+    return (os.environ.get(EXAMPLE_ENV) or DEFAULT_EXAMPLE).strip()
+
+
+def scoped(location: str, name: str | None = None) -> str:
+    """An example's own copy of a shared location (data repository, DVC remote): the default example
+    keeps the configured one, another gets ``<location>-<name>``, so their versions never mix."""
+    chosen = (name or configured()).strip()
+    if chosen == DEFAULT_EXAMPLE:
+        return location
+    return f"{location.rstrip('/')}-{chosen.rsplit('.', 1)[-1]}"
+
+
+@contextmanager
+def using(name: str | None) -> Iterator[Example]:
+    """Run a block with example ``name`` active (None: the configured one); the env is restored after."""
+    chosen = (name or "").strip() or configured()
+    example = load(chosen)  # a bad name fails here, with the fix, before any work
+    previous = os.environ.get(EXAMPLE_ENV)
+    os.environ[EXAMPLE_ENV] = chosen
+    try:
+        yield example
+    finally:
+        if previous is None:
+            os.environ.pop(EXAMPLE_ENV, None)
+        else:
+            os.environ[EXAMPLE_ENV] = previous
 
 
 def shipped() -> list[str]:

@@ -107,8 +107,15 @@ def test_the_multiclass_gate_uses_accuracy_macro_f1_and_log_loss():
     assert not decide(good, None, stricter).passed
     with pytest.raises(ValueError, match=r"unknown metrics \['auc'\]"):
         gate_metrics(digits, '{"auc": {"bound": 0.7}}')
-    with pytest.raises(ValueError, match="must map metric to its bounds"):
-        gate_metrics(digits, '{"min_auc": 0.7}')
+    # One Variable for several examples: per example, and the click-through flat keys leave digits alone.
+    both = '{"digits": {"macro_f1": {"max_regression": 0.2}}, "ctr": {"auc": {"bound": 0.7}}}'
+    assert gate_metrics(digits, both).rule("macro_f1").max_regression == 0.2
+    assert gate_metrics(extensions.load("ctr"), both).rule("auc").bound == 0.7
+    said = []
+    assert gate_metrics(digits, '{"max_auc_drop": 0.05}', log=said.append) == digits.gate
+    assert "do not apply to example digits" in said[0]
+    with pytest.raises(ValueError, match="unknown offline gate thresholds"):
+        gate_metrics(digits, '{"min_acu": 0.7}')
 
 
 def test_metrics_match_what_they_mean():

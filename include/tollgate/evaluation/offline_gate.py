@@ -64,21 +64,37 @@ class GateThresholds:
         )
 
 
-def gate_metrics(example: Example, text: str | None) -> GateMetrics:
-    """The example's gate with the Variable's overrides.
+def gate_metrics(example: Example, text: str | None, log: Any = print) -> GateMetrics:
+    """The example's gate with the Variable's overrides. Three forms:
 
-    Per metric (``{"accuracy": {"bound": 0.9, "max_regression": 0.01}}``) for every example; the flat
-    click-through keys of ``GateThresholds`` (``{"min_auc": 0.65}``) still work for a binary example that
-    gates on AUC, log loss and calibration error.
+    * per metric, ``{"accuracy": {"bound": 0.9, "max_regression": 0.01}}``;
+    * per example, ``{"digits": {"accuracy": {"bound": 0.9}}, "ctr": {...}}`` (one platform, several
+      examples; an example not named keeps its own gate);
+    * the flat click-through keys of ``GateThresholds`` (``{"min_auc": 0.65}``), which set the gate of a
+      binary example on AUC, log loss and calibration error and do not apply to other examples.
     """
-    if text and text.strip():
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError:
-            raw = None  # reported by gate_metrics_from_json with the text
-        flat = isinstance(raw, dict) and raw and not any(isinstance(v, dict) for v in raw.values())
-        if flat and example.gate.task == TaskType.BINARY and set(example.gate.names) == set(METRICS):
+    from tollgate import extensions
+
+    if not text or not text.strip():
+        return example.gate
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError:
+        return gate_metrics_from_json(example, text)  # raises, quoting the text
+    if isinstance(raw, dict) and raw and set(raw) <= {*extensions.shipped(), example.name}:
+        chosen = raw.get(example.name)
+        return gate_metrics_from_json(example, json.dumps(chosen)) if chosen else example.gate
+    flat = isinstance(raw, dict) and raw and not any(isinstance(v, dict) for v in raw.values())
+    if flat:
+        if example.gate.task == TaskType.BINARY and set(example.gate.names) == set(METRICS):
             return GateThresholds.from_json(text).as_gate_metrics()
+        GateThresholds.from_json(text)  # still refuses a typo
+        log(
+            f"Variable tollgate_offline_gate holds click-through thresholds ({text}); they do not apply to "
+            f"example {example.name} ({example.gate.task}), which keeps its own gate. Set "
+            f'{{"{example.name}": {{"<metric>": {{"bound": ...}}}}}} to change it.'
+        )
+        return example.gate
     return gate_metrics_from_json(example, text)
 
 

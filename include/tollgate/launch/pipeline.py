@@ -94,7 +94,16 @@ def resolve_dataset(
 
 
 # Curated-dataset event keys carried into the trained-model info (and so into the signed provenance).
-LINEAGE_KEYS = ("tag", "rows", "quarantined_rows", "window_start", "window_end", "partition", "report_uri")
+LINEAGE_KEYS = (
+    "tag",
+    "rows",
+    "quarantined_rows",
+    "window_start",
+    "window_end",
+    "partition",
+    "report_uri",
+    "example",  # which example (dataset, trainer, packaging, gate) this version belongs to
+)
 
 
 def choose_dataset(
