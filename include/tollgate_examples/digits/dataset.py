@@ -162,6 +162,8 @@ class DigitScans:
     schema = SCHEMA
     faults = FAULTS
     suite_name = "digit_scans"
+    demo_fault = "eight_bit_scans"  # what `make demo EXAMPLE=digits` injects into its middle day
+    demo_rows = 2000  # scans per demo day: the CNN trains on a few thousand in seconds
 
     def expectations(self, day: date, thresholds: GateThresholds) -> list[Spec]:
         return expectations(day, thresholds)
