@@ -80,3 +80,23 @@ def test_an_unknown_example_is_refused_with_the_fix(monkeypatch):
     monkeypatch.setenv(extensions.EXAMPLE_ENV, "no_such_example")
     with pytest.raises(ValueError, match=r"TOLLGATE_EXAMPLE.*shipped example"):
         extensions.active()
+
+
+def test_a_run_names_its_example_and_the_process_keeps_its_own(monkeypatch):
+    from tollgate.data.pipeline import PartitionNotFound, run_example
+
+    monkeypatch.delenv(extensions.EXAMPLE_ENV, raising=False)
+    with extensions.using("digits") as example:
+        assert example.name == "digits" and extensions.active().dataset.schema.label == "digit"
+    assert extensions.active().name == "ctr"  # restored: the next task of this worker is not affected
+    assert run_example(None, [{"partition": "2024-01-01", "example": "digits"}]) == "digits"
+    assert run_example("ctr", [{"example": "digits"}]) == "ctr"  # the Param wins
+    assert run_example(None, [{"partition": "2024-01-01"}]) == "ctr"  # the configured one
+    with pytest.raises(PartitionNotFound, match=r"different examples \['ctr', 'digits'\]"):
+        run_example(None, [{"example": "digits"}, {"example": "ctr"}])
+
+
+def test_each_example_versions_into_its_own_repository():
+    assert extensions.scoped("/state/data-repo", "ctr") == "/state/data-repo"
+    assert extensions.scoped("/state/data-repo/", "digits") == "/state/data-repo-digits"
+    assert extensions.scoped("s3://b/dvc", "mycompany.churn") == "s3://b/dvc-churn"
