@@ -1,11 +1,15 @@
 """
-### Ingest one day of ad impressions: validate, quarantine, version, publish
+### Ingest one day of landed data: validate, quarantine, version, publish
+
+The data, its schema and its Great Expectations suite are the active example's (env `TOLLGATE_EXAMPLE`,
+default `ctr`: ad impressions), or the one a run names (Param `example`, or `"example"` in the landing
+event's extra).
 
 Runs **daily** for its data interval, and **also whenever the upstream system posts an asset event** on
-`landing_ad_impressions` through the REST API with the day in `extra`:
+`landing_data` through the REST API with the day in `extra`:
 
 ```
-GET  /api/v2/assets?uri_pattern=tollgate.landing.ad_impressions      -> the asset id
+GET  /api/v2/assets?uri_pattern=tollgate.landing.data      -> the asset id
 POST /api/v2/assets/events  {"asset_id": <id>, "extra": {"partition": "2024-03-01"}}
 ```
 
@@ -19,13 +23,14 @@ gives one dataset version per day, in date order (one run at a time); running it
    else the data interval. When events for several days reach one run (they queue while a run is
    busy), it ingests the earliest and **announce_remaining** posts the others again on the landing
    asset, so every announced day is ingested, once, in date order, one run each.
-   Checks `<tollgate_landing_uri>/dt=YYYY-MM-DD/impressions.parquet` exists; with the simulated
+   Checks `<tollgate_landing_uri>/dt=YYYY-MM-DD/<the example's landing file>` exists; with the simulated
    upstream on (Variable `tollgate_simulate_upstream`: `auto` = only for a local landing folder)
    a missing day is landed by the built-in generator.
-2. **validate** - the Great Expectations gate (suite in `tollgate.data.suite`): schema and types,
-   non-nulls, value ranges, allowed sets, unique event ids, row count, label rate, event times inside
-   the day. Rows failing row-level expectations go to `<tollgate_storage_root>/quarantine/dt=.../`
-   with the names of the expectations they failed; the clean rows go on. A broken schema, a failed
+2. **validate** - the Great Expectations gate (the example's suite; click-through: `tollgate.data.suite`):
+   schema and types, non-nulls, value ranges, allowed sets, unique event ids, row count, label rate, event
+   times inside the day. Rows failing row-level expectations go to
+   `<tollgate_storage_root>/quarantine/dt=.../` with the names of the expectations they failed; the
+   clean rows go on. A broken schema, a failed
    batch expectation, or more bad rows than `tollgate_quarantine_max_share` **rejects the partition**:
    it is quarantined whole with its report, the task fails naming the expectations, nothing is
    versioned or published. Results: JSON + GX Data Docs under `<storage_root>/reports/dt=.../`,
@@ -33,7 +38,7 @@ gives one dataset version per day, in date order (one run at a time); running it
 3. **version_dataset** - the curated training set (the last `tollgate_window_days` clean days) becomes
    a DVC version in the data repository `tollgate_data_repo` (remote `tollgate_dvc_remote`): a commit
    and tag `data-YYYY-MM-DD`. Unchanged content returns the existing version.
-4. **publish** - an asset event on `curated_ctr_dataset` (rev, tag, content_hash, rows,
+4. **publish** - an asset event on `curated_dataset` (rev, tag, content_hash, rows,
    quarantined_rows, window, partition, data_repo, data_path, run_type), which schedules `train_model`
    (which trains on the newest version only, and not on a backfill's). A rerun
    whose version already existed publishes nothing, unless the Param `republish` is set.

@@ -5,7 +5,7 @@ The trainer is the active example's (env `TOLLGATE_EXAMPLE`, default `ctr`): any
 trainer contract (README "Use it for your own model"). Empty hyperparameter Params leave the trainer's
 own defaults.
 
-Runs whenever a new **curated dataset** version is published (Asset `curated_ctr_dataset`; the version
+Runs whenever a new **curated dataset** version is published (Asset `curated_dataset`; the version
 comes from the triggering event), or by hand with the Params below.
 
 1. **prepare_job** - picks the dataset version and builds the training job from the deployment
@@ -25,12 +25,12 @@ comes from the triggering event), or by hand with the Params below.
    small budget (bad input none) and fails with the cause. Watch the tries in the task's
    "Task Tries" view; the attempt ledger sits next to the checkpoints.
 4. **publish_trained_model** - writes the **spot report** (attempts, preemptions, lost steps, checkpoint
-   time, cost vs on-demand) to the task log and the MLflow run, and publishes the `trained_ctr_model`
+   time, cost vs on-demand) to the task log and the MLflow run, and publishes the `trained_model`
    Asset event with everything registration needs. It returns the same dict for tasks added after it.
 5. **register_challenger** - logs the model to MLflow as a pyfunc, writes its provenance statement, signs
    the logged files (OpenSSF model-signing, key from Connection `tollgate_signing`), registers a version
    of Variable `tollgate_registered_model`, verifies it against Variable `tollgate_trusted_public_keys`,
-   gives it the alias `challenger` and publishes the `challenger_ctr_model` Asset event
+   gives it the alias `challenger` and publishes the `challenger_model` Asset event
    ({model_name, version}). A rerun returns the version registered before: no duplicate, no second signature.
 
 To see the preemption path end to end, trigger with `interruption = sigterm_at_step` and

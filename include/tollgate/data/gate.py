@@ -305,7 +305,7 @@ def _validate(frame: pd.DataFrame, day: date, thresholds: GateThresholds, layout
         )
         batch_definition = (
             context.data_sources.add_pandas("landing")
-            .add_dataframe_asset("ad_impressions")
+            .add_dataframe_asset("landing")
             .add_batch_definition_whole_dataframe(f"dt={day.isoformat()}")
         )
         suite = context.suites.add(build_suite(day, thresholds))

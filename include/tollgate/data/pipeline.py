@@ -140,7 +140,7 @@ def announced_days(triggering_extras: Sequence[Mapping[str, Any]]) -> list[str]:
         if not named:
             raise PartitionNotFound(
                 "A landing asset event has no 'partition' in its extra. The upstream system must post "
-                'POST /api/v2/assets/events {"asset_id": <id of landing_ad_impressions>, '
+                'POST /api/v2/assets/events {"asset_id": <id of landing_data>, '
                 '"extra": {"partition": "YYYY-MM-DD"}}.'
             )
         days.update(generator.parse_day(str(day)).isoformat() for day in named)
