@@ -17,6 +17,7 @@ import pytest
 
 from tollgate import extensions
 from tollgate.data import generator
+from tollgate.evaluation.promotion import TAG_DECISION
 from tollgate.platform.api import AirflowClient
 from tollgate.platform.approvals import answer_approval, wait_for_pending_approval
 
@@ -107,7 +108,7 @@ def test_digits_flow_through_the_same_dags_to_an_approved_champion(digits, local
     mlflow = MlflowClient(tracking_uri=local_platform.mlflow_url, registry_uri=local_platform.mlflow_url)
     champion = mlflow.get_model_version_by_alias("tollgate-digits", "champion")
     assert champion.version == registered["version"]
-    assert champion.tags["tollgate.decision"] == "approved"
+    assert champion.tags[TAG_DECISION] == "approved"
 
 
 def _wait_for_evaluation(client: AirflowClient, after: float, registered: dict) -> str:
