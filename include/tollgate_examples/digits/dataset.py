@@ -12,9 +12,10 @@ reject the partition (columns and types, row count, every digit 0..9 present).
 
 from __future__ import annotations
 
+import functools
 import zlib
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tollgate.data.suite import BATCH, ROW, Spec
 from tollgate.extensions import DatasetSchema
@@ -53,6 +54,15 @@ FAULTS: dict[str, str] = {
 }
 
 
+@functools.cache
+def _bundled_digits() -> tuple[Any, Any]:
+    """scikit-learn's bundled scans (images, labels), read once per process: it ships them, no download."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.images, digits.target
+
+
 def _rng(*keys: int):
     import numpy as np
 
@@ -63,12 +73,11 @@ def generate(day: date, rows: int, seed: int, fault: str | None = None, share: f
     """One day of scans (``rows`` of them), with ``fault`` injected when given."""
     import numpy as np
     import pandas as pd
-    from sklearn.datasets import load_digits
 
-    digits = load_digits()
+    all_images, all_labels = _bundled_digits()
     rng = _rng(seed, day.toordinal())
-    pick = rng.integers(0, len(digits.target), rows)
-    images = digits.images[pick].astype(np.int64)  # (rows, 8, 8), 0..16
+    pick = rng.integers(0, len(all_labels), rows)
+    images = all_images[pick].astype(np.int64)  # (rows, 8, 8), 0..16
     shifts = rng.integers(-1, 2, (rows, 2))
     for i, (dy, dx) in enumerate(shifts):  # at most one pixel; what leaves the frame is dropped
         images[i] = np.roll(images[i], (int(dy), int(dx)), axis=(0, 1))
@@ -81,7 +90,7 @@ def generate(day: date, rows: int, seed: int, fault: str | None = None, share: f
     frame = pd.DataFrame(images.reshape(rows, SIDE * SIDE), columns=list(PIXELS))
     frame.insert(0, "scanned_at", [start + timedelta(seconds=int(s)) for s in seconds])
     frame.insert(0, "scan_id", [f"{day.isoformat()}-{seed}-{i:06d}" for i in range(rows)])
-    frame["digit"] = digits.target[pick].astype(np.int64)
+    frame["digit"] = all_labels[pick].astype(np.int64)
     frame = frame.astype(dict(SCHEMA.columns))
     return inject(frame, fault, day, seed, share) if fault else frame
 
