@@ -66,7 +66,12 @@ def _next_run(client: AirflowClient, dag_id: str, after: float, match, timeout: 
 def test_a_batch_fault_of_its_own_suite_rejects_the_day(digits):
     run_id, state = _ingest(digits, BAD_DAY)
     assert state == "failed"
-    log = digits.task_log(INGEST, run_id, "validate")
+    ti = digits.task_instances.get_task_instance(INGEST, run_id, "validate")
+    raw = digits.task_instances.get_log_without_preload_content(
+        INGEST, run_id, "validate", ti.try_number, accept="application/json"
+    )
+    log = raw.data.decode()  # every field, the exception's message (error_detail) included
+    assert ti.try_number == 1, "bad data is not retried"
     assert "REJECTED by the validation gate" in log
     assert "expect_column_distinct_values_to_contain_set(digit)" in log  # no scan of a 7 that day
 
