@@ -73,7 +73,8 @@ def test_a_batch_fault_of_its_own_suite_rejects_the_day(digits):
     log = raw.data.decode()  # every field, the exception's message (error_detail) included
     assert ti.try_number == 1, "bad data is not retried"
     assert "REJECTED by the validation gate" in log
-    assert "expect_column_distinct_values_to_contain_set(digit)" in log  # no scan of a 7 that day
+    # no scan of a 7 that day: the expectation, and what is missing
+    assert "expect_column_distinct_values_to_contain_set(digit) (observed: missing [7])" in log
 
 
 def test_digits_flow_through_the_same_dags_to_an_approved_champion(digits, local_platform):

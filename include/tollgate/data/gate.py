@@ -365,6 +365,8 @@ def _observed(result: dict[str, Any]) -> str:
     details = (result.get("details") or {}).get("mismatched")
     if details:
         return json.dumps(details, default=str)
+    if result.get("observed_value") is None and result.get("partial_missing_list") is not None:
+        return f"missing {result['partial_missing_list']}"  # e.g. a class that never occurs in the batch
     return str(result.get("observed_value"))
 
 
