@@ -49,8 +49,10 @@ status: setup
 clean-state: setup
 	$(BIN)/tollgate-platform clean-state
 
+# EXAMPLE picks the example the demo runs (tollgate_examples/<name>, or a module path): ctr, digits.
+EXAMPLE ?= ctr
 demo: setup
-	$(BIN)/python -m tollgate.demo
+	TOLLGATE_EXAMPLE=$(EXAMPLE) $(BIN)/python -m tollgate.demo
 
 browser-deps:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }

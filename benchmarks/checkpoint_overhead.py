@@ -25,10 +25,10 @@ import pandas as pd
 import torch
 
 from tollgate.data.generator import generate
-from tollgate.training.checkpoints import CheckpointStore, serialize
-from tollgate.training.preemption import PreemptionGuard
 from tollgate.training.settings import parse
 from tollgate.training.trainer import Trainer
+from tollgate_torch.checkpoints import CheckpointStore, serialize
+from tollgate_torch.preemption import PreemptionGuard
 
 
 def trained_state(rows: int, workdir: Path) -> tuple[Trainer, dict]:

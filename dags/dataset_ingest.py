@@ -1,11 +1,15 @@
 """
-### Ingest one day of ad impressions: validate, quarantine, version, publish
+### Ingest one day of landed data: validate, quarantine, version, publish
+
+The data, its schema and its Great Expectations suite are the active example's (env `TOLLGATE_EXAMPLE`,
+default `ctr`: ad impressions), or the one a run names (Param `example`, or `"example"` in the landing
+event's extra).
 
 Runs **daily** for its data interval, and **also whenever the upstream system posts an asset event** on
-`landing_ad_impressions` through the REST API with the day in `extra`:
+`landing_data` through the REST API with the day in `extra`:
 
 ```
-GET  /api/v2/assets?uri_pattern=tollgate.landing.ad_impressions      -> the asset id
+GET  /api/v2/assets?uri_pattern=tollgate.landing.data      -> the asset id
 POST /api/v2/assets/events  {"asset_id": <id>, "extra": {"partition": "2024-03-01"}}
 ```
 
@@ -19,13 +23,14 @@ gives one dataset version per day, in date order (one run at a time); running it
    else the data interval. When events for several days reach one run (they queue while a run is
    busy), it ingests the earliest and **announce_remaining** posts the others again on the landing
    asset, so every announced day is ingested, once, in date order, one run each.
-   Checks `<tollgate_landing_uri>/dt=YYYY-MM-DD/impressions.parquet` exists; with the simulated
+   Checks `<tollgate_landing_uri>/dt=YYYY-MM-DD/<the example's landing file>` exists; with the simulated
    upstream on (Variable `tollgate_simulate_upstream`: `auto` = only for a local landing folder)
    a missing day is landed by the built-in generator.
-2. **validate** - the Great Expectations gate (suite in `tollgate.data.suite`): schema and types,
-   non-nulls, value ranges, allowed sets, unique event ids, row count, label rate, event times inside
-   the day. Rows failing row-level expectations go to `<tollgate_storage_root>/quarantine/dt=.../`
-   with the names of the expectations they failed; the clean rows go on. A broken schema, a failed
+2. **validate** - the Great Expectations gate (the example's suite; click-through: `tollgate.data.suite`):
+   schema and types, non-nulls, value ranges, allowed sets, unique event ids, row count, label rate, event
+   times inside the day. Rows failing row-level expectations go to
+   `<tollgate_storage_root>/quarantine/dt=.../` with the names of the expectations they failed; the
+   clean rows go on. A broken schema, a failed
    batch expectation, or more bad rows than `tollgate_quarantine_max_share` **rejects the partition**:
    it is quarantined whole with its report, the task fails naming the expectations, nothing is
    versioned or published. Results: JSON + GX Data Docs under `<storage_root>/reports/dt=.../`,
@@ -33,7 +38,7 @@ gives one dataset version per day, in date order (one run at a time); running it
 3. **version_dataset** - the curated training set (the last `tollgate_window_days` clean days) becomes
    a DVC version in the data repository `tollgate_data_repo` (remote `tollgate_dvc_remote`): a commit
    and tag `data-YYYY-MM-DD`. Unchanged content returns the existing version.
-4. **publish** - an asset event on `curated_ctr_dataset` (rev, tag, content_hash, rows,
+4. **publish** - an asset event on `curated_dataset` (rev, tag, content_hash, rows,
    quarantined_rows, window, partition, data_repo, data_path, run_type), which schedules `train_model`
    (which trains on the newest version only, and not on a backfill's). A rerun
    whose version already existed publishes nothing, unless the Param `republish` is set.
@@ -78,6 +83,12 @@ def _settings() -> Any:
             format="date",
             description="Day to ingest (YYYY-MM-DD); empty = the landing event's day or the data interval",
         ),
+        "example": Param(
+            None,
+            type=["null", "string"],
+            description="Example (dataset) to ingest: ctr, digits or a module path; empty = the landing "
+            "event's example or the configured one (env TOLLGATE_EXAMPLE)",
+        ),
         "republish": Param(
             False,
             type="boolean",
@@ -90,15 +101,19 @@ def dataset_ingest():
     def locate_partition(**context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
+        from tollgate import extensions
         from tollgate.data.pipeline import (
             PartitionNotFound,
             ensure_landed,
             remaining_days,
             resolve_partition,
+            run_example,
         )
 
         events = context["triggering_asset_events"].get(LANDING_IMPRESSIONS) or []
         try:
+            example = run_example(context["params"].get("example"), [event.extra or {} for event in events])
+            extensions.load(example)  # a bad name fails here, naming the fix
             settings = _settings()
             partition, reason = resolve_partition(
                 param=context["params"].get("partition"),
@@ -108,9 +123,11 @@ def dataset_ingest():
             )
         except (PartitionNotFound, ValueError) as exc:
             raise AirflowFailException(str(exc)) from exc
-        log.info("Ingesting dt=%s (from the %s)", partition, reason)
+        log.info("Ingesting dt=%s of example %s (from the %s)", partition, example, reason)
         remaining = remaining_days([event.extra or {} for event in events], partition)
-        return {**ensure_landed(settings, partition, log=log.info), "reason": reason, "remaining": remaining}
+        with extensions.using(example):
+            landed = ensure_landed(settings, partition, log=log.info)
+        return {**landed, "reason": reason, "remaining": remaining, "example": example}
 
     @task(outlets=[LANDING_IMPRESSIONS])
     def announce_remaining(landed: dict[str, Any], **context: Any) -> list[str]:
@@ -124,6 +141,7 @@ def dataset_ingest():
         context["outlet_events"][LANDING_IMPRESSIONS].extra = {
             "partitions": remaining,
             "announced_by": context["run_id"],
+            **({"example": landed["example"]} if landed.get("example") else {}),
         }
         return remaining
 
@@ -131,19 +149,26 @@ def dataset_ingest():
     def validate(landed: dict[str, Any]) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
+        from tollgate import extensions
         from tollgate.data.gate import BatchRejected
         from tollgate.data.pipeline import gate
 
         try:
-            return gate(_settings(), landed["partition"], log=log.info)
+            with extensions.using(landed.get("example")):
+                return {
+                    **gate(_settings(), landed["partition"], log=log.info),
+                    "example": landed.get("example"),
+                }
         except BatchRejected as exc:
             raise AirflowFailException(str(exc)) from exc  # bad data: retrying cannot help
 
     @task
     def version_dataset(outcome: dict[str, Any]) -> dict[str, Any]:
+        from tollgate import extensions
         from tollgate.data.pipeline import version
 
-        return version(_settings(), outcome, log=log.info)
+        with extensions.using(outcome.get("example")):
+            return {**version(_settings(), outcome, log=log.info), "example": outcome.get("example")}
 
     @task(outlets=[CURATED_DATASET])
     def publish(dataset: dict[str, Any], **context: Any):

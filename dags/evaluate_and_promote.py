@@ -11,9 +11,10 @@ version `tollgate.superseded_by`, and tells the approvers, so nothing waits behi
 
 1. **Signature gate** — the challenger's files are checked against its OpenSSF model-signing
    signature (trusted keys only) and its signed provenance against the version's tags.
-2. **Offline quality gate** — challenger and champion are scored on the same fresh holdout
-   (AUC, log loss, calibration error); thresholds and allowed regressions come from the
-   `tollgate_offline_gate` Variable; the first model ever is held to absolute floors.
+2. **Offline quality gate** — challenger and champion are scored on the same fresh holdout with the
+   active example's gate metrics (env `TOLLGATE_EXAMPLE`; by task type: binary = AUC, log loss,
+   calibration error; multiclass = accuracy, macro-F1, log loss); bounds and allowed regressions can be
+   overridden by the `tollgate_offline_gate` Variable; the first model ever is held to absolute bounds.
 3. *(Shadow and canary gates of the serving stage go here, between the offline gate and approval.)*
 4. **Human approval** — an Airflow HITL approval assigned to the `tollgate_approvers`, showing the
    evidence (metrics table, dataset rev, quarantined rows, preemptions, signature, links). No answer
@@ -126,7 +127,8 @@ def evaluate_and_promote():
 
     @task
     def offline_gate(challenger: dict[str, str], signature: dict[str, Any]) -> dict[str, Any]:
-        from tollgate.evaluation.offline_gate import GateThresholds, decide, metrics_table
+        from tollgate import extensions
+        from tollgate.evaluation.offline_gate import decide, gate_metrics, metrics_table
         from tollgate.evaluation.promotion import alias_version
         from tollgate.evaluation.scoring import holdout_frame, score_version
         from tollgate.registry.names import CHAMPION
@@ -140,26 +142,35 @@ def evaluate_and_promote():
                 "reasons": ["not scored: the signature gate refused the model"],
             }
         uri = mlflow_uri()
-        thresholds = GateThresholds.from_json(setting("tollgate_offline_gate"))
         dataset = signature["provenance"]["predicate"]["dataset"]
+        # The example the version was trained for, from its signed provenance (else the configured one):
+        # whose metrics, scorer and holdout schema.
+        example = extensions.load(dataset.get("example") or extensions.configured())
+        gate = gate_metrics(example, setting("tollgate_offline_gate"))
         holdout = holdout_frame(
-            dataset["repo"], dataset["rev"], dataset["path"], float(setting("tollgate_holdout_fraction"))
+            dataset["repo"],
+            dataset["rev"],
+            dataset["path"],
+            float(setting("tollgate_holdout_fraction")),
+            example,
         )
         trusted = setting("tollgate_trusted_public_keys")
         challenger_metrics = score_version(
-            challenger["model_name"], challenger["version"], holdout, trusted, uri
+            challenger["model_name"], challenger["version"], holdout, trusted, uri, example
         )
         champion_version = alias_version(mlflow_client(uri), challenger["model_name"], CHAMPION)
         champion_metrics = None
         if champion_version and champion_version != challenger["version"]:
             champion_metrics = score_version(
-                challenger["model_name"], champion_version, holdout, trusted, uri
+                challenger["model_name"], champion_version, holdout, trusted, uri, example
             )
-        decision = decide(challenger_metrics, champion_metrics, thresholds, holdout_rows=len(holdout))
-        print(metrics_table(challenger_metrics, champion_metrics))
+        decision = decide(challenger_metrics, champion_metrics, gate, holdout_rows=len(holdout))
+        print(f"example {example.name}: {gate.task} gated on {', '.join(gate.names)}")
+        print(metrics_table(challenger_metrics, champion_metrics, gate))
         print("offline gate:", "PASSED" if decision.passed else "FAILED", *decision.reasons, sep="\n  ")
         result = decision.to_dict()
         result["champion_version"] = champion_version
+        result["gate_metrics"] = gate.as_dict()
         return result
 
     # Shadow and canary gates (serving stage) slot in here, each returning a decision like offline_gate.

@@ -1,7 +1,11 @@
 """
-### Train the click-through model on spot capacity
+### Train the active example's model on spot capacity
 
-Runs whenever a new **curated dataset** version is published (Asset `curated_ctr_dataset`; the version
+The trainer is the active example's (env `TOLLGATE_EXAMPLE`, default `ctr`): any command that honours the
+trainer contract (README "Use it for your own model"). Empty hyperparameter Params leave the trainer's
+own defaults.
+
+Runs whenever a new **curated dataset** version is published (Asset `curated_dataset`; the version
 comes from the triggering event), or by hand with the Params below.
 
 1. **prepare_job** - picks the dataset version and builds the training job from the deployment
@@ -21,12 +25,12 @@ comes from the triggering event), or by hand with the Params below.
    small budget (bad input none) and fails with the cause. Watch the tries in the task's
    "Task Tries" view; the attempt ledger sits next to the checkpoints.
 4. **publish_trained_model** - writes the **spot report** (attempts, preemptions, lost steps, checkpoint
-   time, cost vs on-demand) to the task log and the MLflow run, and publishes the `trained_ctr_model`
+   time, cost vs on-demand) to the task log and the MLflow run, and publishes the `trained_model`
    Asset event with everything registration needs. It returns the same dict for tasks added after it.
 5. **register_challenger** - logs the model to MLflow as a pyfunc, writes its provenance statement, signs
    the logged files (OpenSSF model-signing, key from Connection `tollgate_signing`), registers a version
    of Variable `tollgate_registered_model`, verifies it against Variable `tollgate_trusted_public_keys`,
-   gives it the alias `challenger` and publishes the `challenger_ctr_model` Asset event
+   gives it the alias `challenger` and publishes the `challenger_model` Asset event
    ({model_name, version}). A rerun returns the version registered before: no duplicate, no second signature.
 
 To see the preemption path end to end, trigger with `interruption = sigterm_at_step` and
@@ -77,12 +81,37 @@ training_args: dict[str, Any] = {
             type=["null", "string"],
             description="Data repository (git + DVC) for rev; empty = Variable tollgate_data_repo",
         ),
-        "epochs": Param(3, type="integer", minimum=1, maximum=100, description="Training epochs"),
-        "batch_size": Param(256, type="integer", minimum=1, description="Rows per optimizer step"),
-        "lr": Param(0.003, type="number", exclusiveMinimum=0, description="Learning rate"),
+        "example": Param(
+            None,
+            type=["null", "string"],
+            description="Example whose trainer runs (ctr, digits, a module path); empty = the dataset "
+            "event's example or the configured one (env TOLLGATE_EXAMPLE)",
+        ),
+        "epochs": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=100,
+            description="Training epochs; empty = the example trainer's default (click-through: 3)",
+        ),
+        "batch_size": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Rows per optimizer step; empty = the trainer's default (click-through: 256)",
+        ),
+        "lr": Param(
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            description="Learning rate; empty = the trainer's default (click-through: 0.003)",
+        ),
         "seed": Param(42, type="integer", description="Seed: the same seed and data give the same weights"),
         "checkpoint_every": Param(
-            50, type="integer", minimum=1, description="Checkpoint every N steps (and always on SIGTERM)"
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Checkpoint every N steps (and always on SIGTERM); empty = the trainer's default",
         ),
         "quality": Param(
             "normal",
@@ -126,6 +155,7 @@ def train_model():
     def prepare_job(**context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from tollgate import extensions
         from tollgate.launch.pipeline import PLAN_SETTINGS, StaleDataset, build_plan, choose_dataset
         from tollgate.runtime import mlflow_uri, setting
 
@@ -143,16 +173,22 @@ def train_model():
         except StaleDataset as stale:
             print(f"SKIPPED: {stale}")
             raise AirflowSkipException(str(stale)) from stale
-        plan = build_plan(
-            dag_id=context["dag"].dag_id,
-            run_id=context["run_id"],
-            params=context["params"],
-            settings=settings,
-            dataset=dataset,
-            mlflow_uri=mlflow_uri(),
+        # The example travels with the dataset version (its curated event); else the configured one.
+        dataset["example"] = (
+            context["params"].get("example") or dataset.get("example") or extensions.configured()
         )
+        with extensions.using(dataset["example"]):
+            plan = build_plan(
+                dag_id=context["dag"].dag_id,
+                run_id=context["run_id"],
+                params=context["params"],
+                settings=settings,
+                dataset=dataset,
+                mlflow_uri=mlflow_uri(),
+            )
         print(
-            f"Training run {plan.job.training_run_id}: dataset rev {dataset['rev']} ({dataset['source']}), "
+            f"Training run {plan.job.training_run_id} of example {dataset['example']}: "
+            f"dataset rev {dataset['rev']} ({dataset['source']}), "
             f"backend {plan.backend}, checkpoints {plan.job.checkpoint_uri}"
         )
         return plan.to_dict()
@@ -173,12 +209,16 @@ def train_model():
 
     @task(outlets=[CHALLENGER_MODEL])
     def register_challenger(trained: dict[str, Any], plan: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from tollgate import extensions
         from tollgate.registry.tasks import register_from_task
 
-        registered = register_from_task(trained, plan, context)
+        example = (plan.get("dataset") or {}).get("example")
+        with extensions.using(example):  # whose pyfunc, code and registered model
+            registered = register_from_task(trained, plan, context)
         context["outlet_events"][CHALLENGER_MODEL].extra = {
             "model_name": registered["model_name"],
             "version": registered["version"],
+            **({"example": example} if example else {}),
         }
         return registered
 

@@ -1,7 +1,9 @@
 """The Assets that link Tollgate's DAGs, and the keys their events carry in ``extra``.
 
 Ingest publishes CURATED_DATASET; train_model is scheduled on it and publishes TRAINED_MODEL, then
-(after signed registration) CHALLENGER_MODEL, on which evaluate_and_promote is scheduled.
+(after signed registration) CHALLENGER_MODEL, on which evaluate_and_promote is scheduled. The names say
+the role in the pipeline, never the example's data: every example flows through the same Assets, and
+each event's ``extra`` names its ``example``.
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ from airflow.sdk import Asset
 # handlers (boto3 and more, ~1.5 s) while parsing each DAG file that defines it.
 
 # An upstream system posts an event here (REST API) when a partition lands;
-# extra: {"partition": "YYYY-MM-DD"}.
-LANDING_IMPRESSIONS = Asset(name="landing_ad_impressions", uri="tollgate.landing.ad_impressions")
+# extra: {"partition": "YYYY-MM-DD"} (optionally "example": which example's data landed).
+LANDING = Asset(name="landing_data", uri="tollgate.landing.data")
+LANDING_IMPRESSIONS = LANDING  # the name it had while Tollgate had one example
 
 # extra: rev, content_hash, rows, quarantined_rows, window_start, window_end, partition,
-#        data_repo, data_path
-CURATED_DATASET = Asset(name="curated_ctr_dataset", uri="tollgate.datasets.ctr_curated")
+#        data_repo, data_path, example
+CURATED_DATASET = Asset(name="curated_dataset", uri="tollgate.datasets.curated")
 
 # extra: training_run_id, mlflow_run_id, model_uri (folder or s3:// of the trained model files),
 #        dataset rev/content_hash, metrics, attempts, preemptions, final_checkpoint
-TRAINED_MODEL = Asset(name="trained_ctr_model", uri="tollgate.models.ctr_trained")
+TRAINED_MODEL = Asset(name="trained_model", uri="tollgate.models.trained")
 
-# extra: model_name, version
-CHALLENGER_MODEL = Asset(name="challenger_ctr_model", uri="tollgate.models.ctr_challenger")
+# extra: model_name, version, example
+CHALLENGER_MODEL = Asset(name="challenger_model", uri="tollgate.models.challenger")

@@ -50,6 +50,7 @@ VARIABLE_DEFAULTS: dict[str, str] = {
     "tollgate_training_resources": '{"cpu": "2", "memory": "4Gi", "gpu": 0}',
     "tollgate_k8s_namespace": "tollgate",
     "tollgate_training_service_account": "tollgate-training",
+    # Registered model (unset: the example's own, e.g. tollgate-ctr, tollgate-digits; see runtime.setting).
     "tollgate_registered_model": "tollgate-ctr",
     # Promotion: who may approve (user names, comma-separated) and the offline gate thresholds
     # (JSON overriding tollgate.evaluation.offline_gate.GateThresholds; empty = the defaults there).

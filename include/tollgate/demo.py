@@ -1,7 +1,11 @@
 """``make demo``: the main job on the embedded default, end to end, through the Airflow REST API.
 
+``make demo EXAMPLE=digits`` (env ``TOLLGATE_EXAMPLE``) runs the same stages for another example: its
+data, suite, trainer, packaging and gate; the runs name the example, so the DAGs are unchanged.
+
 1. Start the local platform (or reuse the one running).
-2. Land three days of ad impressions (the middle one with injected bad rows) and ingest them:
+2. Land three days of the example's data (ad impressions by default; the middle one with injected bad
+   rows) and ingest them:
    the upstream system's landing-asset events trigger ``dataset_ingest``; bad rows are quarantined.
 3. Train on the latest dataset version with one injected spot interruption (SIGTERM at a step):
    the first try is preempted, the retry resumes from the checkpoint; the model is signed and
@@ -28,8 +32,18 @@ from tollgate.platform.processes import ServiceError
 from tollgate.platform.stack import LocalStack
 
 INGEST, TRAIN, PROMOTE = "dataset_ingest", "train_model", "evaluate_and_promote"
-BAD_DAY_FAULT = "out_of_range"
+BAD_DAY_FAULT = "out_of_range"  # the click-through default; an example may name its own (demo_fault)
 INTERRUPT_AT_STEP = 20
+
+
+def demo_fault(dataset: Any) -> str:
+    """The row-level fault the demo injects into the middle day: the example's choice, else the default."""
+    return getattr(dataset, "demo_fault", None) or BAD_DAY_FAULT
+
+
+def demo_rows(dataset: Any) -> int | None:
+    """Rows per landed day: the example's choice (a small model trains on fewer), else the generator's."""
+    return getattr(dataset, "demo_rows", None)
 
 
 def describe_version(extra: dict[str, Any]) -> str:
@@ -44,8 +58,9 @@ def say(text: str) -> None:
 
 
 class Demo:
-    def __init__(self, stack: LocalStack):
+    def __init__(self, stack: LocalStack, example: str = "ctr"):
         self.stack = stack
+        self.example = example
         self.admin = AirflowClient(stack.airflow_url, "admin", stack.passwords()["admin"])
         self.summary: dict[str, Any] = {}
 
@@ -80,15 +95,18 @@ class Demo:
 
     # ---- stages ----------------------------------------------------------------------------
     def ingest(self, days: list[date]) -> None:
+        from tollgate import extensions
         from tollgate.assets import CURATED_DATASET, LANDING_IMPRESSIONS
         from tollgate.config import default_for
-        from tollgate.data.generator import land
+        from tollgate.data.generator import DEFAULT_ROWS, land
 
         landing = default_for("tollgate_landing_uri")
-        say(f"Stage 1: the upstream system lands {len(days)} days in {landing}")
+        dataset = extensions.load(self.example).dataset
+        say(f"Stage 1: the upstream system lands {len(days)} days of {dataset.schema.name} in {landing}")
         for day in days:
-            fault = BAD_DAY_FAULT if day == days[1] else None
-            landed = land(day, landing, fault=fault)
+            fault = demo_fault(dataset) if day == days[1] else None
+            with extensions.using(self.example):
+                landed = land(day, landing, fault=fault, rows=demo_rows(dataset) or DEFAULT_ROWS)
             say(f"  landed dt={day}: {landed.rows} rows" + (f" (injected fault: {fault})" if fault else ""))
         for dag_id in (INGEST,):
             self.admin.wait_for_dag(dag_id)
@@ -97,19 +115,25 @@ class Demo:
         self.wait_idle(INGEST)
         # Unpausing ran the daily schedule for yesterday; a landing event for a day already versioned would
         # version it again with a different window (data-<day>-v2): one version per landed day instead.
-        versioned = set(dataset_tags(default_for("tollgate_data_repo")))
+        versioned = set(dataset_tags(extensions.scoped(default_for("tollgate_data_repo"), self.example)))
         for day in days:
             if f"data-{day}" in versioned:
                 say(f"  dt={day} was ingested by the daily schedule on unpause: no landing event needed")
                 continue
             known = {r.dag_run_id for r in self.runs(INGEST)}
-            self.admin.post_asset_event(LANDING_IMPRESSIONS.uri, {"partition": str(day)})
+            self.admin.post_asset_event(
+                LANDING_IMPRESSIONS.uri, {"partition": str(day), "example": self.example}
+            )
             run = self.wait_new_run(INGEST, known)
             done = self.admin.wait_for_run(INGEST, run.dag_run_id, timeout=900)
             say(f"  landing event dt={day} -> {INGEST} run {run.dag_run_id}: {done.state.value}")
         from tollgate.events import newest_dataset_event
 
-        events = self.asset_events(CURATED_DATASET.uri)
+        events = [
+            e
+            for e in self.asset_events(CURATED_DATASET.uri)
+            if (e.extra or {}).get("example") == self.example
+        ]
         self.summary["dataset"] = newest_dataset_event([e.extra for e in events]).chosen
         self.summary["dataset_versions"] = [describe_version(e.extra) for e in events]
         self.summary["quarantined_total"] = sum(int(e.extra["quarantined_rows"]) for e in events)
@@ -125,7 +149,7 @@ class Demo:
             pass  # nothing queued
         self.admin.unpause(TRAIN)
         known_promote = {r.dag_run_id for r in self.runs(PROMOTE)}
-        run = self.admin.trigger(TRAIN, conf=conf)
+        run = self.admin.trigger(TRAIN, conf={"example": self.example, **conf})
         say(f"  {TRAIN} run {run.dag_run_id} ({label})")
         done = self.admin.wait_for_run(TRAIN, run.dag_run_id, timeout=1800)
         if done.state != "success":
@@ -268,8 +292,9 @@ def dataset_tags(repo: str) -> list[str]:
     return tags.stdout.split() if tags.returncode == 0 else []
 
 
-def _state_of(stack: LocalStack, admin: AirflowClient) -> list[str]:
+def _state_of(stack: LocalStack, admin: AirflowClient, example: str = "ctr") -> list[str]:
     from tollgate.config import default_for
+    from tollgate.extensions import scoped
 
     counts = {}
     for dag_id in (INGEST, TRAIN, PROMOTE):
@@ -277,7 +302,7 @@ def _state_of(stack: LocalStack, admin: AirflowClient) -> list[str]:
             counts[dag_id] = admin.dag_runs.get_dag_runs(dag_id, limit=1).total_entries or 0
         except NotFoundException:
             continue  # not parsed yet: no runs
-    return earlier_work(dataset_tags(default_for("tollgate_data_repo")), counts)
+    return earlier_work(dataset_tags(scoped(default_for("tollgate_data_repo"), example)), counts)
 
 
 def main() -> int:
@@ -292,8 +317,17 @@ def main() -> int:
     except ServiceError as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
-    demo = Demo(stack)
-    found = _state_of(stack, demo.admin)
+    from tollgate import extensions
+
+    example = extensions.configured()
+    try:
+        extensions.load(example)
+    except ValueError as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        return 2
+    say(f"Example: {example} (make demo EXAMPLE=<name>; env TOLLGATE_EXAMPLE)")
+    demo = Demo(stack, example)
+    found = _state_of(stack, demo.admin, example)
     if found:
         print(f"ERROR: {refusal(found, str(stack.home))}", file=sys.stderr)
         return 2

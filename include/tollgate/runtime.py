@@ -9,9 +9,17 @@ from tollgate.config import MLFLOW_CONN_ID, default_for
 
 
 def setting(name: str) -> str:
-    """The Variable ``name``, or its embedded default when it is not set."""
+    """The Variable ``name``, or its embedded default when it is not set.
+
+    The registered model's default is the active example's (env TOLLGATE_EXAMPLE): each example
+    registers its own model unless the Variable names one.
+    """
     from airflow.sdk import Variable
 
+    if name == "tollgate_registered_model":
+        from tollgate import extensions
+
+        return Variable.get(name, default=extensions.active().registered_model)
     return Variable.get(name, default=default_for(name))
 
 

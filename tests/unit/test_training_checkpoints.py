@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tollgate.training.checkpoints import CheckpointStore
+from tollgate_torch.checkpoints import CheckpointStore
 
 pytestmark = pytest.mark.unit
 

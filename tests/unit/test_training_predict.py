@@ -15,10 +15,10 @@ from tollgate.training.dataset import time_split
 from tollgate.training.errors import BadInput
 from tollgate.training.metrics import evaluate
 from tollgate.training.predict import load_predictor
-from tollgate.training.preemption import PreemptionGuard
 from tollgate.training.settings import parse
 from tollgate.training.synthetic import make_events, write_parquet
 from tollgate.training.trainer import Trainer
+from tollgate_torch.preemption import PreemptionGuard
 
 pytestmark = pytest.mark.unit
 

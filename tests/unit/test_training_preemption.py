@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 
 SCRIPT = """
 import os, signal, sys, time
-from tollgate.training.preemption import PreemptionGuard
+from tollgate_torch.preemption import PreemptionGuard
 from tollgate.training.errors import Preempted
 guard = PreemptionGuard(grace_seconds=float(sys.argv[1]))
 guard.install()

@@ -27,9 +27,18 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from tollgate import storage
-from tollgate.data import schema
 from tollgate.data.generator import parse_day, partition_uri
-from tollgate.data.suite import BATCH, ROW, SUITE_NAME, GateThresholds, Spec, build_suite, fingerprint, specs
+from tollgate.data.suite import (
+    BATCH,
+    ROW,
+    GateThresholds,
+    Spec,
+    active_dataset,
+    build_suite,
+    dataset_specs,
+    fingerprint,
+    suite_name,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -158,7 +167,7 @@ class Layout:
 
     @property
     def clean(self) -> str:
-        return self._at("clean", schema.LANDING_FILE)
+        return self._at("clean", active_dataset().schema.landing_file)
 
 
 def read_landed(data: bytes) -> pd.DataFrame:
@@ -253,9 +262,10 @@ def _judge(
     outcome.seconds["validate"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    failing_rows = _classify(gx_result, specs(day, thresholds), outcome)
-    if schema.LABEL in frame.columns and outcome.landed_rows:
-        label = frame[schema.LABEL]
+    failing_rows = _classify(gx_result, dataset_specs(day, thresholds), outcome)
+    label_column = active_dataset().schema.label
+    if label_column in frame.columns and outcome.landed_rows:
+        label = frame[label_column]
         outcome.label_rate = float(label.mean()) if label.dtype.kind in "iuf" else None
     share = len(failing_rows) / outcome.landed_rows if outcome.landed_rows else 0.0
     if not outcome.batch_failures and share > thresholds.max_bad_share:
@@ -295,7 +305,7 @@ def _validate(frame: pd.DataFrame, day: date, thresholds: GateThresholds, layout
         )
         batch_definition = (
             context.data_sources.add_pandas("landing")
-            .add_dataframe_asset("ad_impressions")
+            .add_dataframe_asset("landing")
             .add_batch_definition_whole_dataframe(f"dt={day.isoformat()}")
         )
         suite = context.suites.add(build_suite(day, thresholds))
@@ -355,6 +365,8 @@ def _observed(result: dict[str, Any]) -> str:
     details = (result.get("details") or {}).get("mismatched")
     if details:
         return json.dumps(details, default=str)
+    if result.get("observed_value") is None and result.get("partial_missing_list") is not None:
+        return f"missing {result['partial_missing_list']}"  # e.g. a class that never occurs in the batch
     return str(result.get("observed_value"))
 
 
@@ -367,7 +379,8 @@ def _split(frame: pd.DataFrame, failing: dict[int, list[str]], layout: Layout, o
     bad = sorted(failing)
     mask = pd.Series(True, index=frame.index)
     mask.loc[bad] = False
-    clean = frame.loc[mask, list(schema.COLUMNS)].astype(schema.COLUMNS).reset_index(drop=True)
+    columns = dict(active_dataset().schema.columns)
+    clean = frame.loc[mask, list(columns)].astype(columns).reset_index(drop=True)
     outcome.clean_rows = len(clean)
     outcome.quarantined_rows = len(bad)
     if outcome.clean_rows + outcome.quarantined_rows != outcome.landed_rows:
@@ -389,7 +402,8 @@ def _split(frame: pd.DataFrame, failing: dict[int, list[str]], layout: Layout, o
 
 def _quarantine_partition(layout: Layout, outcome: GateOutcome, data: bytes) -> None:
     """Keep the whole landed file, unchanged, next to the reasons it was rejected."""
-    outcome.quarantine_uri = storage.join(layout.quarantine_dir, "partition", schema.LANDING_FILE)
+    landing_file = active_dataset().schema.landing_file
+    outcome.quarantine_uri = storage.join(layout.quarantine_dir, "partition", landing_file)
     outcome.quarantined_rows = max(outcome.landed_rows, 0)
     outcome.clean_rows = 0
     storage.put_new(outcome.quarantine_uri, data)
@@ -416,7 +430,7 @@ def _write_reasons(layout: Layout, outcome: GateOutcome, row_counts: Counter) ->
 
 def _write_report(layout: Layout, outcome: GateOutcome, gx_result: Any) -> None:
     report = {
-        "suite": SUITE_NAME,
+        "suite": suite_name(),
         "gate": outcome.as_dict(),
         "great_expectations": _trimmed(gx_result.to_json_dict()) if gx_result is not None else None,
     }

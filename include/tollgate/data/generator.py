@@ -75,8 +75,11 @@ def parse_day(value: str | date) -> date:
 
 
 def partition_uri(landing_uri: str, day: str | date) -> str:
-    """Where the partition of ``day`` lands: ``<landing>/dt=YYYY-MM-DD/impressions.parquet``."""
-    return storage.join(landing_uri, f"dt={parse_day(day).isoformat()}", schema.LANDING_FILE)
+    """Where the partition of ``day`` lands: ``<landing>/dt=YYYY-MM-DD/<the dataset's landing file>``."""
+    from tollgate.data.suite import active_dataset
+
+    landing_file = active_dataset().schema.landing_file
+    return storage.join(landing_uri, f"dt={parse_day(day).isoformat()}", landing_file)
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -172,6 +175,13 @@ def generate(day: str | date, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED
     return frame.astype(schema.COLUMNS)
 
 
+def fault_names() -> list[str]:
+    """The faults the active example's simulated upstream can inject (plus the file-level truncation)."""
+    from tollgate.data.suite import active_dataset
+
+    return sorted({*active_dataset().faults, "truncated"})
+
+
 def inject(frame: pd.DataFrame, fault: str, day: str | date, seed: int = DEFAULT_SEED, share: float = 0.02):
     """``frame`` with ``fault`` injected (a new frame; ``truncated`` is a file-level fault, see ``land``)."""
     import numpy as np
@@ -244,10 +254,16 @@ def partition_bytes(
     seed: int = DEFAULT_SEED,
     share: float = 0.02,
 ) -> bytes:
-    """The landed file of ``day`` as bytes, with ``fault`` injected when given."""
-    frame = generate(day, rows=rows, seed=seed)
-    if fault:
-        frame = inject(frame, fault, day, seed=seed, share=share)
+    """The landed file of ``day`` as bytes from the active example's simulated upstream, with ``fault``
+    injected when given (``truncated``, a file cut in half, works for every dataset)."""
+    from tollgate.data.suite import active_dataset
+
+    dataset = active_dataset()
+    if fault and fault != "truncated" and fault not in dataset.faults:
+        raise ValueError(f"Unknown fault {fault!r}; choose one of: {', '.join(fault_names())}.")
+    frame = dataset.generate(
+        parse_day(day), rows, seed, fault=None if fault == "truncated" else fault, share=share
+    )
     data = to_parquet_bytes(frame)
     if fault == "truncated":
         data = data[: len(data) // 2]

@@ -28,7 +28,7 @@ def default_landing() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tollgate.data.land", description=__doc__.splitlines()[0])
     parser.add_argument("--date", required=True, help="partition day, YYYY-MM-DD")
-    parser.add_argument("--fault", choices=sorted(generator.FAULTS), help="inject this fault")
+    parser.add_argument("--fault", choices=generator.fault_names(), help="inject this fault")
     parser.add_argument("--landing", default=None, help="landing area: folder or s3://bucket/prefix")
     parser.add_argument("--rows", type=int, default=generator.DEFAULT_ROWS, help="rows before faults")
     parser.add_argument("--seed", type=int, default=generator.DEFAULT_SEED)

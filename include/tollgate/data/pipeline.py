@@ -19,6 +19,7 @@ from tollgate.data import generator
 from tollgate.data.gate import GateOutcome, run_gate
 from tollgate.data.suite import GateThresholds
 from tollgate.data.versioning import DataRepo
+from tollgate.extensions import scoped
 
 SETTING_NAMES = (
     "tollgate_landing_uri",
@@ -84,8 +85,9 @@ class IngestSettings:
         return cls(
             landing_uri=landing,
             storage_root=raw["tollgate_storage_root"],
-            data_repo=raw["tollgate_data_repo"],
-            dvc_remote=raw["tollgate_dvc_remote"],
+            # Each example versions into its own repository and remote (the default one: the Variables').
+            data_repo=scoped(raw["tollgate_data_repo"]),
+            dvc_remote=scoped(raw["tollgate_dvc_remote"]),
             window_days=window_days,
             thresholds=GateThresholds(
                 min_rows=min_rows,
@@ -138,7 +140,7 @@ def announced_days(triggering_extras: Sequence[Mapping[str, Any]]) -> list[str]:
         if not named:
             raise PartitionNotFound(
                 "A landing asset event has no 'partition' in its extra. The upstream system must post "
-                'POST /api/v2/assets/events {"asset_id": <id of landing_ad_impressions>, '
+                'POST /api/v2/assets/events {"asset_id": <id of landing_data>, '
                 '"extra": {"partition": "YYYY-MM-DD"}}.'
             )
         days.update(generator.parse_day(str(day)).isoformat() for day in named)
@@ -150,6 +152,22 @@ def remaining_days(triggering_extras: Sequence[Mapping[str, Any]], ingesting: st
     if not triggering_extras:
         return []
     return [day for day in announced_days(triggering_extras) if day > ingesting]
+
+
+def run_example(param: str | None, triggering_extras: Sequence[Mapping[str, Any]]) -> str:
+    """Which example a run ingests: Param ``example``, else the landing events' ``example``, else the
+    configured one (env TOLLGATE_EXAMPLE). Events naming different examples are refused."""
+    from tollgate import extensions
+
+    if param:
+        return str(param)
+    named = sorted({str(e["example"]) for e in triggering_extras if e.get("example")})
+    if len(named) > 1:
+        raise PartitionNotFound(
+            f"Landing events for different examples {named} reached one run: post one event per example "
+            "and partition, or trigger with the Param example."
+        )
+    return named[0] if named else extensions.configured()
 
 
 def ensure_landed(

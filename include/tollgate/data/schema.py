@@ -3,6 +3,8 @@ the curated dataset and the trainer. No heavy imports: the trainer and DAG files
 
 from __future__ import annotations
 
+from tollgate.extensions import DatasetSchema
+
 EVENT_ID = "event_id"
 TIMESTAMP = "event_ts"
 LABEL = "clicked"
@@ -50,3 +52,15 @@ LABEL_VALUES = (0, 1)
 
 # Landing-area layout: <landing>/dt=YYYY-MM-DD/impressions.parquet
 LANDING_FILE = "impressions.parquet"
+
+# The same contract as the typed extension point (tollgate.extensions.DatasetSchema) the core reads.
+SCHEMA = DatasetSchema(
+    name="ad impressions",
+    columns=COLUMNS,
+    label=LABEL,
+    timestamp=TIMESTAMP,
+    row_id=EVENT_ID,
+    label_values=LABEL_VALUES,
+    landing_file=LANDING_FILE,
+    curated_path=CURATED_PATH,
+)

@@ -15,10 +15,13 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tollgate.data import schema
 from tollgate.data.generator import interval_end, interval_start
+
+if TYPE_CHECKING:
+    from tollgate.extensions import Dataset
 
 SUITE_NAME = "ctr_impressions"
 ROW = "row"
@@ -72,7 +75,7 @@ class Spec:
 
 
 def specs(day: date, thresholds: GateThresholds) -> list[Spec]:
-    """The suite for the partition of ``day``."""
+    """The click-through suite for the partition of ``day``."""
     found = [
         Spec(
             "ExpectTableColumnsToMatchSet", {"column_set": list(schema.COLUMNS), "exact_match": True}, BATCH
@@ -123,23 +126,50 @@ def specs(day: date, thresholds: GateThresholds) -> list[Spec]:
     return found
 
 
-def build_suite(day: date, thresholds: GateThresholds) -> Any:
+def active_dataset(dataset: Dataset | None = None) -> Dataset:
+    """``dataset``, else the active example's (env TOLLGATE_EXAMPLE, read now)."""
+    from tollgate import extensions
+
+    return dataset if dataset is not None else extensions.active().dataset
+
+
+def suite_name(dataset: Dataset | None = None) -> str:
+    dataset = active_dataset(dataset)
+    return getattr(dataset, "suite_name", None) or dataset.schema.name.replace(" ", "_")
+
+
+def dataset_specs(day: date, thresholds: GateThresholds, dataset: Dataset | None = None) -> list[Spec]:
+    """The suite of ``day`` as the dataset declares it (row- and batch-level expectations)."""
+    found = active_dataset(dataset).expectations(day, thresholds)
+    bad = [spec for spec in found if not isinstance(spec, Spec) or spec.level not in (ROW, BATCH)]
+    if bad:
+        raise ValueError(
+            f"The dataset's expectations must be tollgate.data.suite.Spec items with level 'row' or 'batch'; "
+            f"got {bad[:3]}. Fix the example's Dataset.expectations."
+        )
+    return found
+
+
+def build_suite(day: date, thresholds: GateThresholds, dataset: Dataset | None = None) -> Any:
     """The GX ``ExpectationSuite`` for ``day`` (imports GX)."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    suite = gx.ExpectationSuite(name=SUITE_NAME)
-    for spec in specs(day, thresholds):
+    suite = gx.ExpectationSuite(name=suite_name(dataset))
+    for spec in dataset_specs(day, thresholds, dataset):
         suite.add_expectation(
             getattr(gxe, spec.cls)(**spec.kwargs, meta={"level": spec.level, "name": spec.name})
         )
     return suite
 
 
-def fingerprint(day: date, thresholds: GateThresholds) -> str:
+def fingerprint(day: date, thresholds: GateThresholds, dataset: Dataset | None = None) -> str:
     """A short hash of the suite's definition: a changed suite re-validates an unchanged input."""
     payload = json.dumps(
-        {"suite": [asdict(s) for s in specs(day, thresholds)], "thresholds": thresholds.as_dict()},
+        {
+            "suite": [asdict(s) for s in dataset_specs(day, thresholds, dataset)],
+            "thresholds": thresholds.as_dict(),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:8]

@@ -26,11 +26,13 @@ import subprocess
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tollgate import storage
-from tollgate.data import schema
 from tollgate.data.generator import parse_day
+
+if TYPE_CHECKING:
+    from tollgate.extensions import DatasetSchema
 
 TAG_PREFIX = "data-"
 PARTITIONS_DIR = "data/partitions"
@@ -244,7 +246,9 @@ class DataRepo:
     ) -> DatasetVersion:
         partition_rel = f"{PARTITIONS_DIR}/dt={day.isoformat()}.parquet"
         (self.path / partition_rel).write_bytes(window[-1][1])
-        (self.path / schema.CURATED_PATH).write_bytes(curated)
+        curated_path = _schema().curated_path
+        (self.path / curated_path).parent.mkdir(parents=True, exist_ok=True)
+        (self.path / curated_path).write_bytes(curated)
         rows = _rows(curated)
         later = [m["partition"] for m in self.versions() if m["partition"] > day.isoformat()]
         if later:
@@ -262,14 +266,14 @@ class DataRepo:
             "partition_rows": _rows(window[-1][1]),
             "quarantined_rows": int(quarantined_rows),
             "content_hash": content_hash,
-            "data_path": schema.CURATED_PATH,
+            "data_path": curated_path,
             "dvc_remote": self.remote,
             "gate": {k: gate.get(k) for k in ("input_uri", "input_sha256", "key", "status", "report_uri")},
         }
         (self.path / MANIFEST_PATH).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         with _dvc(self.path) as repo:
             # DVC resolves targets against the current directory: give absolute paths.
-            targets = [str(self.path / partition_rel), str(self.path / schema.CURATED_PATH)]
+            targets = [str(self.path / partition_rel), str(self.path / curated_path)]
             repo.add(targets)
             # Data reaches the remote before the commit exists: no tag ever points at missing data.
             repo.push(targets=targets)
@@ -277,10 +281,10 @@ class DataRepo:
             self.path,
             "add",
             f"{partition_rel}.dvc",
-            f"{schema.CURATED_PATH}.dvc",
+            f"{curated_path}.dvc",
             MANIFEST_PATH,
             f"{PARTITIONS_DIR}/.gitignore",
-            str(Path(schema.CURATED_PATH).parent / ".gitignore"),
+            str(Path(curated_path).parent / ".gitignore"),
         )
         tag = self._free_tag(day)
         message = (
@@ -330,7 +334,7 @@ class DataRepo:
         return f"{base}-v{n}"
 
     def _version(self, manifest: dict[str, Any], created: bool) -> DatasetVersion:
-        dvc_file = _git(self.path, "show", f"{manifest['rev']}:{schema.CURATED_PATH}.dvc")
+        dvc_file = _git(self.path, "show", f"{manifest['rev']}:{manifest['data_path']}.dvc")
         md5 = next((line.split(":", 1)[1].strip() for line in dvc_file.splitlines() if "md5:" in line), "")
         return DatasetVersion(
             rev=manifest["rev"],
@@ -352,6 +356,13 @@ class DataRepo:
         )
 
 
+def _schema() -> DatasetSchema:
+    """The active example's dataset schema (env TOLLGATE_EXAMPLE, read at call time)."""
+    from tollgate import extensions
+
+    return extensions.active().dataset.schema
+
+
 def _rows(parquet: bytes) -> int:
     import io
 
@@ -369,6 +380,8 @@ def _curate(partitions: list[bytes]) -> bytes:
     from tollgate.data.generator import to_parquet_bytes
 
     frames = [pd.read_parquet(io.BytesIO(data)) for data in partitions]
-    curated = pd.concat(frames, ignore_index=True)[list(schema.COLUMNS)].astype(schema.COLUMNS)
-    curated = curated.sort_values([schema.TIMESTAMP, schema.EVENT_ID], kind="stable").reset_index(drop=True)
+    schema = _schema()
+    columns = dict(schema.columns)
+    curated = pd.concat(frames, ignore_index=True)[list(columns)].astype(columns)
+    curated = curated.sort_values([schema.timestamp, schema.row_id], kind="stable").reset_index(drop=True)
     return to_parquet_bytes(curated)

@@ -11,6 +11,7 @@ from typing import Any
 
 from tollgate.evaluation.approval_record import evidence_line
 from tollgate.evaluation.offline_gate import metrics_table
+from tollgate.extensions import GateMetrics
 
 
 def build_evidence(
@@ -39,6 +40,7 @@ def build_evidence(
         "metrics": {"challenger": offline.get("challenger") or {}, "champion": offline.get("champion")},
         "holdout_rows": offline.get("holdout_rows", 0),
         "thresholds": offline.get("thresholds", {}),
+        "gate_metrics": offline.get("gate_metrics"),  # which metrics, directions, bounds (the example's)
         "dataset": {
             "rev": dataset.get("rev"),
             "content_hash": dataset.get("content_hash"),
@@ -87,6 +89,11 @@ def approval_subject(evidence: dict[str, Any]) -> str:
     return f"Promote {evidence['model_name']} version {evidence['version']} to champion?"
 
 
+def _gate_metrics(evidence: dict[str, Any]) -> GateMetrics | None:
+    raw = evidence.get("gate_metrics")
+    return GateMetrics.from_dict(raw) if raw else None
+
+
 def approval_body(evidence: dict[str, Any]) -> str:
     """Markdown shown to the approver in Required Actions."""
     metrics = evidence["metrics"]
@@ -96,7 +103,7 @@ def approval_body(evidence: dict[str, Any]) -> str:
         "",
         f"Offline metrics on the same fresh holdout ({evidence['holdout_rows']} rows):",
         "",
-        metrics_table(metrics["challenger"], metrics["champion"]),
+        metrics_table(metrics["challenger"], metrics["champion"], _gate_metrics(evidence)),
         "",
         f"- Dataset rev `{data['rev']}` (content sha256 `{(data['content_hash'] or '')[:16]}…`)"
         + dataset_facts(data),

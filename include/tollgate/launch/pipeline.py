@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tollgate import extensions
 from tollgate.config import TRAINING_MAX_RETRIES
-from tollgate.data.schema import CURATED_PATH
 from tollgate.events import newest_dataset_event, newest_tag, stale_dataset_reason
 from tollgate.launch import ledger as ledgers
 from tollgate.launch.budget import Budgets
@@ -59,13 +59,15 @@ def resolve_dataset(
     triggering_extra: Mapping[str, Any] | None,
     latest_extra: Mapping[str, Any] | None,
     data_repo: str,
-    data_path: str = CURATED_PATH,
+    data_path: str | None = None,
 ) -> dict[str, Any]:
     """The dataset version to train on, with its lineage.
 
     Precedence: an explicit ``rev`` Param, then the curated-dataset event that triggered the run, then the
     latest curated-dataset event Airflow knows, then the head commit of the data repository.
+    ``data_path`` defaults to the active example's curated path.
     """
+    data_path = data_path or extensions.active().dataset.schema.curated_path
     if rev_param and rev_param != LATEST:
         return {"rev": rev_param, "data_repo": data_repo, "data_path": data_path, "content_hash": None,
                 "source": "param"}  # fmt: skip
@@ -92,7 +94,16 @@ def resolve_dataset(
 
 
 # Curated-dataset event keys carried into the trained-model info (and so into the signed provenance).
-LINEAGE_KEYS = ("tag", "rows", "quarantined_rows", "window_start", "window_end", "partition", "report_uri")
+LINEAGE_KEYS = (
+    "tag",
+    "rows",
+    "quarantined_rows",
+    "window_start",
+    "window_end",
+    "partition",
+    "report_uri",
+    "example",  # which example (dataset, trainer, packaging, gate) this version belongs to
+)
 
 
 def choose_dataset(
@@ -174,7 +185,10 @@ def build_plan(
             f"training task's {TRAINING_MAX_RETRIES} retries; lower a budget (or raise "
             "TRAINING_MAX_RETRIES in tollgate/config.py)."
         )
+    example = extensions.active()  # env TOLLGATE_EXAMPLE: whose trainer command runs
     job = TrainingJob(
+        command=tuple(example.trainer.command),
+        env={extensions.EXAMPLE_ENV: example.name},
         training_run_id=run,
         image=settings["tollgate_training_image"],
         checkpoint_uri=f"{root}/checkpoints/{run}",
@@ -184,11 +198,12 @@ def build_plan(
             "data-repo": dataset["data_repo"],
             "data-rev": dataset["rev"],
             "data-path": dataset["data_path"],
+            # An empty Param is not passed: the example's trainer applies its own default.
             "seed": int(params.get("seed", 42)),
-            "epochs": int(params.get("epochs", 3)),
-            "batch-size": int(params.get("batch_size", 256)),
-            "lr": float(params.get("lr", 0.003)),
-            "checkpoint-every": int(params.get("checkpoint_every", 50)),
+            "epochs": _optional(params.get("epochs"), int),
+            "batch-size": _optional(params.get("batch_size"), int),
+            "lr": _optional(params.get("lr"), float),
+            "checkpoint-every": _optional(params.get("checkpoint_every"), int),
             "quality": params.get("quality", "normal"),
         },
         resources=Resources.parse(settings["tollgate_training_resources"]),
@@ -210,6 +225,10 @@ def build_plan(
         interrupt_attempts=int(params.get("interruption_attempts", 1)),
         dataset=dict(dataset),
     )
+
+
+def _optional(value: Any, cast: Callable[[Any], Any]) -> Any:
+    return None if value is None or value == "" else cast(value)
 
 
 def _int_setting(param: Any, settings: Mapping[str, str], name: str) -> int:

@@ -30,29 +30,36 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODEL_NAME_IN_RUN = "model"
-MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 # Distributions the pyfunc needs at load time; pinned to what is installed where it was logged.
 PYFUNC_DISTRIBUTIONS = ("mlflow", "torch", "numpy", "pandas", "pyarrow")
-# The part of the tollgate package the pyfunc imports (the trainer has no Airflow imports).
-CODE_SUBSET = ("__init__.py", "config.py", "data/__init__.py", "data/schema.py", "training")
+INCLUDE = REPO_ROOT / "include"
 
 
-def pip_requirements() -> list[str]:
-    return [f"{dist}=={importlib.metadata.version(dist)}" for dist in PYFUNC_DISTRIBUTIONS]
+def pip_requirements(extra: tuple[str, ...] = ()) -> list[str]:
+    pinned = [f"{dist}=={importlib.metadata.version(dist)}" for dist in PYFUNC_DISTRIBUTIONS]
+    return pinned + [req for req in extra if req not in pinned]
 
 
-def stage_code(dest: Path) -> Path:
-    """Copy the tollgate modules the pyfunc needs into ``dest/tollgate`` (no caches, no other stages)."""
-    source = REPO_ROOT / "include" / "tollgate"
-    target = dest / "tollgate"
-    for item in CODE_SUBSET:
-        src = source / item
-        if src.is_dir():
-            shutil.copytree(src, target / item, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+def stage_code(dest: Path, code_paths: tuple[Path, ...]) -> list[Path]:
+    """Copy the example's code paths (files or folders under include/) into ``dest``, keeping their place
+    in the package tree (no caches); returns the top-level packages staged, for MLflow's code_paths."""
+    tops: set[Path] = set()
+    for src in code_paths:
+        try:
+            rel = Path(src).resolve().relative_to(INCLUDE.resolve())
+        except ValueError:
+            raise ValueError(
+                f"Model packaging code path {src} is not under {INCLUDE}: put the example's code in include/ "
+                "(the images copy that folder)."
+            ) from None
+        target = dest / rel
+        if Path(src).is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
-            (target / item).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, target / item)
-    return target
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+        tops.add(dest / rel.parts[0])
+    return sorted(tops)
 
 
 def input_example(feature_columns: list[str], rows: int = 3) -> pd.DataFrame:
@@ -89,10 +96,11 @@ def log_pyfunc(trained_dir: Path, *, run_id: str, tags: dict[str, str], client: 
     import mlflow
     from mlflow.models import infer_signature
 
-    from tollgate.training.predict import load_predictor
+    from tollgate import extensions
 
-    predictor = load_predictor(str(trained_dir))
-    example = input_example(list(predictor.feature_columns))
+    packaging = extensions.active().packaging  # env TOLLGATE_EXAMPLE: whose pyfunc and code
+    predictor = packaging.load_predictor(str(trained_dir))
+    example = packaging.input_example(predictor)
     with warnings.catch_warnings():  # "integer columns cannot hold missing values": true and intended
         warnings.simplefilter("ignore", UserWarning)
         signature = infer_signature(example, predictor.predict_proba(example))
@@ -100,18 +108,18 @@ def log_pyfunc(trained_dir: Path, *, run_id: str, tags: dict[str, str], client: 
     mlflow.set_tracking_uri(client.tracking_uri)
     try:
         with tempfile.TemporaryDirectory(prefix="tollgate-code-") as tmp:
-            code = stage_code(Path(tmp))
+            code = stage_code(Path(tmp) / "code", packaging.code_paths)
             # MLflow names the artifact folder after the source folder: stage it as "trained/".
             staged = shutil.copytree(trained_dir, Path(tmp) / names.TRAINED_FILES_DIR)
             with mlflow.start_run(run_id=run_id):
                 info = mlflow.pyfunc.log_model(
                     name=MODEL_NAME_IN_RUN,
-                    python_model=str(MODEL_CODE),
+                    python_model=str(packaging.model_code),
                     artifacts={names.TRAINED_FILES_DIR: str(staged)},
-                    code_paths=[str(code)],
+                    code_paths=[str(top) for top in code],
                     signature=signature,
                     input_example=example,
-                    pip_requirements=pip_requirements(),
+                    pip_requirements=pip_requirements(packaging.pip_requirements),
                     tags=tags,
                 )
     finally:

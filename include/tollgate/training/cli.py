@@ -8,11 +8,12 @@ import traceback
 from tollgate.storage import UnsupportedLocation
 from tollgate.training import exit_codes
 from tollgate.training.errors import BadInput, Preempted
+from tollgate_torch.folder import UnsupportedLocation as UnsupportedFolder
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tollgate.training.preemption import PreemptionGuard
     from tollgate.training.settings import parse
+    from tollgate_torch.preemption import PreemptionGuard
 
     # Handle SIGTERM from the first moment (the grace period is set once the arguments are read).
     guard = PreemptionGuard(grace_seconds=30.0)
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         with guard.deferred():
             _report_preemption(trainer)
         return exit_codes.PREEMPTED
-    except (BadInput, UnsupportedLocation) as exc:  # an unsupported storage URI is bad input too
+    except (BadInput, UnsupportedLocation, UnsupportedFolder) as exc:  # an unsupported URI is bad input
         print(f"tollgate.training: bad input: {exc}", file=sys.stderr, flush=True)
         _close(trainer, "bad_input", "FAILED")
         return exit_codes.BAD_INPUT

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tollgate.data import schema
+from tollgate.data import schema as ctr_schema
+from tollgate.extensions import DatasetSchema
 from tollgate.training.errors import BadInput
 
 
@@ -59,9 +60,10 @@ def read_bytes_from_dvc(repo: str, rev: str, path: str) -> bytes:
 
 
 def load(
-    data_file: str | None, repo: str | None, rev: str | None, path: str
+    data_file: str | None, repo: str | None, rev: str | None, path: str, schema: DatasetSchema | None = None
 ) -> tuple[pd.DataFrame, DatasetRef]:
-    """Read the dataset and check it has the schema's columns; bad input raises BadInput."""
+    """Read the dataset and check it has the schema's columns (default: the click-through schema);
+    bad input raises BadInput."""
     if data_file is not None:
         file = Path(data_file)
         if not file.is_file():
@@ -77,36 +79,41 @@ def load(
         frame = pd.read_parquet(io.BytesIO(payload))
     except Exception as exc:
         raise BadInput(f"dataset {ref.path} is not a readable parquet file: {exc}") from exc
-    check_columns(frame, ref.path)
+    check_columns(frame, ref.path, schema)
     return frame, ref
 
 
-def check_columns(frame: pd.DataFrame, where: str) -> None:
-    missing = [c for c in schema.COLUMNS if c not in frame.columns]
+def check_columns(frame: pd.DataFrame, where: str, schema: DatasetSchema | None = None) -> None:
+    schema = schema or ctr_schema.SCHEMA
+    missing = [c for c in schema.columns if c not in frame.columns]
     if missing:
         raise BadInput(
-            f"dataset {where} lacks columns {missing}: it must follow tollgate.data.schema.COLUMNS "
+            f"dataset {where} lacks columns {missing}: it must follow the {schema.name} schema "
             "(train on a curated dataset version produced by the dataset_ingest DAG)"
         )
     if len(frame) < 10:
         raise BadInput(f"dataset {where} has only {len(frame)} rows: too few to train and hold out")
-    labels = set(pd.unique(frame[schema.LABEL]).tolist())
-    if not labels <= {0, 1}:
+    labels = set(pd.unique(frame[schema.label]).tolist())
+    if schema.label_values and not labels <= set(schema.label_values):
         raise BadInput(
-            f"dataset {where}: label column {schema.LABEL!r} must hold 0/1, found {sorted(labels)}"
+            f"dataset {where}: label column {schema.label!r} must hold {sorted(schema.label_values)}, "
+            f"found {sorted(labels)}"
         )
 
 
-def time_split(frame: pd.DataFrame, holdout_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Order rows by (event_ts, event_id) and hold out the newest fraction.
+def time_split(
+    frame: pd.DataFrame, holdout_fraction: float, schema: DatasetSchema | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Order rows by (timestamp, row id) and hold out the newest fraction.
 
     The stable ordering makes the split, and so the training, independent of the file's row order.
     """
-    ordered = frame.sort_values([schema.TIMESTAMP, schema.EVENT_ID], kind="mergesort").reset_index(drop=True)
+    schema = schema or ctr_schema.SCHEMA
+    ordered = frame.sort_values([schema.timestamp, schema.row_id], kind="mergesort").reset_index(drop=True)
     n_holdout = max(1, round(len(ordered) * holdout_fraction))
     cut = len(ordered) - n_holdout
     train, holdout = ordered.iloc[:cut].reset_index(drop=True), ordered.iloc[cut:].reset_index(drop=True)
-    if train[schema.LABEL].nunique() < 2 or holdout[schema.LABEL].nunique() < 2:
+    if schema.label_values and (train[schema.label].nunique() < 2 or holdout[schema.label].nunique() < 2):
         raise BadInput(
             "the training or holdout split holds only one label class: the dataset needs both clicks and "
             "non-clicks in its older and newer parts (check the data, or change --holdout-fraction)"

@@ -1,11 +1,7 @@
-"""Exceptions that map to the trainer's exit codes."""
+"""Exceptions that map to the trainer's exit codes (the classes of the tollgate-torch helper package)."""
 
 from __future__ import annotations
 
+from tollgate_torch import BadInput, Preempted
 
-class BadInput(Exception):
-    """Input the user must fix (arguments, dataset, rev). The message names the problem and the fix."""
-
-
-class Preempted(Exception):
-    """Raised when SIGTERM arrives outside the training loop (set-up, evaluation, upload)."""
+__all__ = ["BadInput", "Preempted"]

@@ -1,6 +1,11 @@
-"""Exit codes of ``python -m tollgate.training``; the launcher classifies attempts by them."""
+"""Exit codes of ``python -m tollgate.training``; the launcher classifies attempts by them.
 
-SUCCESS = 0
-FAILURE = 1
-BAD_INPUT = 2  # missing dataset or rev, bad arguments: retrying will not help
-PREEMPTED = 75  # stopped on SIGTERM (spot notice) after saving a checkpoint: resume on retry (EX_TEMPFAIL)
+They are the trainer contract's codes, defined once in the tollgate-torch helper package.
+"""
+
+from tollgate_torch import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_PREEMPTED, EXIT_SUCCESS
+
+SUCCESS = EXIT_SUCCESS
+FAILURE = EXIT_FAILURE
+BAD_INPUT = EXIT_BAD_INPUT  # missing dataset or rev, bad arguments: retrying will not help
+PREEMPTED = EXIT_PREEMPTED  # stopped on SIGTERM (spot notice) after saving a checkpoint: resume on retry

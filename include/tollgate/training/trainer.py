@@ -28,15 +28,15 @@ import torch
 from tollgate.data import schema
 from tollgate.storage import Folder
 from tollgate.training import dataset as datasets
-from tollgate.training.checkpoints import CheckpointStore
 from tollgate.training.errors import BadInput, Preempted
 from tollgate.training.features import FeatureEncoder
 from tollgate.training.metrics import evaluate
 from tollgate.training.model import CTRModel, ModelConfig
-from tollgate.training.preemption import PreemptionGuard
 from tollgate.training.settings import TrainSettings
-from tollgate.training.state import STATE_FORMAT, capture_rng, epoch_permutation, restore_rng
 from tollgate.training.tracking import MlflowTracker, NullTracker, open_tracker
+from tollgate_torch.checkpoints import CheckpointStore
+from tollgate_torch.preemption import PreemptionGuard
+from tollgate_torch.state import STATE_FORMAT, capture_rng, epoch_permutation, restore_rng
 
 EVAL_BATCH = 8192
 # Seconds to sleep after each step: only for tests and demos that inject an interruption at a

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from tollgate.storage import Folder
+from tollgate_torch.folder import Folder
 
 MANIFEST = "manifest.json"
 LEDGER = "progress.json"
@@ -77,7 +77,7 @@ class Restored:
 
 
 def _log(message: str) -> None:
-    print(f"[tollgate.training.checkpoints] {message}", file=sys.stderr, flush=True)
+    print(f"[tollgate_torch.checkpoints] {message}", file=sys.stderr, flush=True)
 
 
 class CheckpointStore:

@@ -17,8 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tollgate.training import exit_codes
-from tollgate.training.errors import Preempted
+from tollgate_torch import EXIT_PREEMPTED, Preempted
 
 WATCHDOG_MARGIN_SECONDS = 1.0
 
@@ -63,7 +62,7 @@ class PreemptionGuard:
                 file=sys.stderr,
                 flush=True,
             )
-            os._exit(exit_codes.PREEMPTED)
+            os._exit(EXIT_PREEMPTED)
 
         timer = threading.Timer(delay, expire)
         timer.daemon = True

@@ -9,8 +9,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import numpy as np
 import torch
+
+try:  # numpy is optional: its global RNG is saved and restored only when it is installed
+    import numpy as np
+except ImportError:  # pragma: no cover - images without numpy
+    np = None
 
 STATE_FORMAT = 1
 
@@ -22,18 +26,20 @@ def epoch_permutation(seed: int, epoch: int, n_rows: int) -> torch.Tensor:
 
 
 def capture_rng() -> dict[str, Any]:
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    """torch, numpy (when installed), Python and CUDA RNG states, as tensors and plain values."""
     rng: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {
+        "python": _python_state_to_plain(random.getstate()),
+    }
+    if np is not None:
+        np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+        rng["numpy"] = {
             "kind": str(np_kind),
             "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
             "pos": int(np_pos),
             "has_gauss": int(np_has_gauss),
             "cached_gaussian": float(np_gauss),
-        },
-        "python": _python_state_to_plain(random.getstate()),
-    }
+        }
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return rng
@@ -41,16 +47,17 @@ def capture_rng() -> dict[str, Any]:
 
 def restore_rng(rng: dict[str, Any]) -> None:
     torch.set_rng_state(rng["torch"])
-    state = rng["numpy"]
-    np.random.set_state(
-        (
-            state["kind"],
-            state["keys"].numpy().astype(np.uint32),
-            state["pos"],
-            state["has_gauss"],
-            state["cached_gaussian"],
+    state = rng.get("numpy")
+    if state is not None and np is not None:
+        np.random.set_state(
+            (
+                state["kind"],
+                state["keys"].numpy().astype(np.uint32),
+                state["pos"],
+                state["has_gauss"],
+                state["cached_gaussian"],
+            )
         )
-    )
     version, internal, gauss = rng["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in rng and torch.cuda.is_available():

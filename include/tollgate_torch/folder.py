@@ -1,0 +1,105 @@
+"""A folder of replaceable named blobs, local or ``s3://``, each write all-or-nothing.
+
+Locally a temp file in the same folder, fsynced, then ``os.replace``; on S3 one PUT, visible only once
+complete. The S3 endpoint comes from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (MinIO, moto) and
+credentials from the usual AWS chain. Tollgate's own storage layer (``tollgate.storage.Folder``) keeps
+the same rules; this copy exists so a training image needs nothing but torch and fsspec.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+TEMP_MARK = ".tmp-"
+
+
+class UnsupportedLocation(ValueError):
+    """A folder URI with a scheme other than a local path or ``s3://``."""
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+class Folder:
+    """Named blobs directly under one location (a local folder or ``s3://bucket/prefix``)."""
+
+    def __init__(self, uri: str) -> None:
+        import fsspec
+
+        if _is_remote(uri) and not uri.startswith("s3://"):
+            raise UnsupportedLocation(
+                f"unsupported storage URI {uri!r}: use a local folder or s3://bucket/prefix"
+            )
+        self.remote = _is_remote(uri)
+        if self.remote:
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            options = {"endpoint_url": endpoint} if endpoint else {}
+            self.fs = fsspec.filesystem("s3", **options)
+            self.path = uri.removeprefix("s3://").rstrip("/")
+            self.uri = uri.rstrip("/")
+            self.local_root: Path | None = None
+        else:
+            self.fs = fsspec.filesystem("file")
+            self.path = str(Path(uri.removeprefix("file://")).resolve())
+            self.local_root = Path(self.path)
+            self.local_root.mkdir(parents=True, exist_ok=True)
+            self.uri = self.path
+
+    def _key(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+    def write(self, name: str, data: bytes, durable: bool = True) -> None:
+        """All-or-nothing replace of ``name``; ``durable`` adds fsyncs on local disks."""
+        if self.remote:
+            self.fs.pipe_file(self._key(name), data)
+            return
+        path = self._key(name)
+        folder, base = os.path.split(path)
+        temp = os.path.join(folder, f".{base}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(temp, path)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+        if durable:
+            directory = os.open(folder or ".", os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+
+    def read(self, name: str) -> bytes:
+        return self.fs.cat_file(self._key(name))
+
+    def exists(self, name: str) -> bool:
+        return self.fs.isfile(self._key(name))
+
+    def delete(self, name: str) -> None:
+        if self.fs.exists(self._key(name)):
+            self.fs.rm_file(self._key(name))
+
+    def list(self) -> list[str]:
+        """Blob names, without partial writes; empty when the folder does not exist."""
+        try:
+            entries = self.fs.ls(self.path, detail=True, refresh=True)
+        except FileNotFoundError:
+            return []
+        names = (e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "file")
+        return sorted(n for n in names if TEMP_MARK not in n)
+
+    def remove_stale_temps(self) -> list[str]:
+        """Temp files left by an attempt killed mid-write (never part of a valid checkpoint)."""
+        if self.local_root is None:
+            return []  # an S3 PUT leaves nothing behind when it is cut short
+        stale = [p for p in self.local_root.iterdir() if TEMP_MARK in p.name]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return [p.name for p in stale]
