@@ -12,7 +12,8 @@ WHEELHOUSE ?= /opt/wheels
 TORCH_SOURCE ?= $(if $(wildcard $(WHEELHOUSE)),--find-links $(WHEELHOUSE),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 PYTEST_ARGS ?=
 # Three xdist workers, a test module to one worker (its fixtures made once); the modules that drive a
-# platform through real DAG runs go first (tests/conftest.py); --durations shows where the time goes.
+# platform through real DAG runs stay on two of them (tests/scheduling.py); --durations shows where the
+# time goes.
 PYTEST_PARALLEL ?= -n 3 --dist loadfile --durations=25
 
 .PHONY: setup lock up down status demo test lint bench browser-deps clean-state
