@@ -54,8 +54,8 @@ def _value_ok(kind: str, value: Any) -> bool:
             return False
         import pandas as pd
 
-        try:
-            pd.Timestamp(value)
+        try:  # ISO 8601 only: one unambiguous text form for every client
+            pd.to_datetime(value, format="ISO8601")
         except (ValueError, TypeError):
             return False
         return True
@@ -135,7 +135,8 @@ class InputSpec:
         value = row[column.name]
         if not _value_ok(column.type, value):
             raise InputError(
-                f"row {i}: field {column.name!r} must be {column.type}, "
+                f"row {i}: field {column.name!r} must be {column.type}"
+                f"{' (ISO 8601 text)' if column.type == 'datetime' else ''}, "
                 f"got {type(value).__name__} {value!r:.40}",
                 column.name,
             )
@@ -147,7 +148,7 @@ class InputSpec:
         frame = pd.DataFrame(data)
         for column in self.columns or ():
             if column.type == "datetime":
-                frame[column.name] = pd.to_datetime(frame[column.name], utc=True)
+                frame[column.name] = pd.to_datetime(frame[column.name], utc=True, format="ISO8601")
             elif (
                 column.type in ("long", "integer", "double", "float", "boolean")
                 and frame[column.name].notna().all()
