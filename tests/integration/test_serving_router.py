@@ -325,6 +325,28 @@ def test_metrics_parse_with_the_prometheus_parser(router):
     assert {"refused", "guardrail", "lease"} <= aborts
 
 
+def test_replay_sends_dataset_rows_and_writes_delayed_labels(router, tmp_path):
+    import pandas as pd
+
+    from tollgate.serving import replay
+
+    rows = pd.DataFrame(example_rows(12)).assign(user=[f"r{i % 4}" for i in range(12)], outcome=[0, 1] * 6)
+    rows.to_parquet(tmp_path / "rows.parquet")
+    code = replay.main([
+        "--url", router.url, "--data-file", str(tmp_path / "rows.parquet"), "--rate", "100",
+        "--max-requests", "10", "--label-column", "outcome", "--key-column", "user",
+        "--label-delay-seconds", "60", "--storage-root", router.storage_root,
+    ])  # fmt: skip
+    assert code == 0
+    (labels_file,) = Path(router.storage_root, "labels").rglob("*.parquet")
+    labels = pd.read_parquet(labels_file)
+    assert len(labels) == 10 and list(labels.label) == [0, 1] * 5  # bounded by --max-requests
+    assert ((labels.available_at - labels.sent_at).dt.total_seconds().round() == 60).all()
+    SENT.extend(labels.request_id)  # the SIGTERM test finds each of them in the prediction log
+    with pytest.raises(replay.ReplayError, match="only sends to a router on this machine"):
+        replay.check_target("http://10.1.2.3:8000")
+
+
 def test_sigterm_flushes_the_log_with_every_request_accounted_for(router):
     from tollgate.serving.predlog import read_log
 
