@@ -23,6 +23,13 @@ V2_TYPES: dict[str, tuple[str, ...]] = {
     "datetime": ("BYTES",),
 }
 MAX_ROWS = 10_000
+NUMPY_TYPES = {
+    "long": "int64",
+    "integer": "int32",
+    "double": "float64",
+    "float": "float32",
+    "boolean": "bool",
+}
 
 
 class InputError(ValueError):
@@ -143,26 +150,20 @@ class InputSpec:
         return value
 
     def _frame(self, data: dict[str, list[Any]]) -> Any:
+        """One typed numpy array per column, then one DataFrame: the cheap way (no per-column astype)."""
+        import numpy as np
         import pandas as pd
 
-        frame = pd.DataFrame(data)
+        arrays: dict[str, Any] = {}
         for column in self.columns or ():
+            values = data[column.name]
             if column.type == "datetime":
-                frame[column.name] = pd.to_datetime(frame[column.name], utc=True, format="ISO8601")
-            elif (
-                column.type in ("long", "integer", "double", "float", "boolean")
-                and frame[column.name].notna().all()
-            ):
-                frame[column.name] = frame[column.name].astype(
-                    {
-                        "long": "int64",
-                        "integer": "int32",
-                        "double": "float64",
-                        "float": "float32",
-                        "boolean": "bool",
-                    }[column.type]
-                )
-        return frame
+                arrays[column.name] = pd.to_datetime(values, utc=True, format="ISO8601")
+            elif column.type in NUMPY_TYPES and None not in values:
+                arrays[column.name] = np.asarray(values, dtype=NUMPY_TYPES[column.type])
+            else:
+                arrays[column.name] = np.asarray(values, dtype=object)
+        return pd.DataFrame(arrays, copy=False)
 
     def _tensor(self, values: Any, field: str) -> Any:
         import numpy as np
