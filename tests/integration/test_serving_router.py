@@ -133,6 +133,32 @@ def test_v2_infer_called_as_a_kserve_client_would(router):
     assert output["data"] == pytest.approx(predict(router, rows).json()["predictions"])
 
 
+def test_kserve_inference_client_gets_the_champion_answer(router):
+    """KServe's own client (kserve.InferenceRESTClient, from the `make serving-tools` environment)."""
+    import json
+    import subprocess
+
+    from tollgate.config import REPO_ROOT
+
+    python = REPO_ROOT / ".venv-kserve" / "bin" / "python"
+    assert python.exists(), "the KServe tool environment is missing: run `make serving-tools`"
+    rows = example_rows(3)
+    request_id = f"kserve-{uuid.uuid4().hex[:8]}"
+    SENT.append(request_id)
+    client = REPO_ROOT / "tests" / "fixtures" / "kserve_client.py"
+    columns = json.dumps({n: [r[n] for r in rows] for n in rows[0]})
+    result = subprocess.run(
+        [str(python), "-P", str(client), router.url, MODEL, request_id],  # -P: no tests/fixtures on sys.path
+        input=columns, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout)
+    assert answer["id"] == request_id and answer["model_name"] == MODEL
+    (output,) = answer["outputs"]
+    assert output["datatype"] == "FP64" and output["shape"] == [3]
+    assert output["data"] == pytest.approx(predict(router, rows).json()["predictions"])
+
+
 def test_admin_without_the_token_is_refused(router):
     url = f"{router.url}/admin/rollout"
     assert requests.get(url, timeout=10).status_code == 401
@@ -156,6 +182,20 @@ def test_tampered_challenger_refused_while_the_champion_keeps_serving(router, mo
     for user in ("a", "b", "c"):
         served = predict(router, example_rows(1), user=user)
         assert served.status_code == 200 and served.json()["model_version"] == champion
+
+
+def test_a_rejected_version_is_refused_as_challenger(router, models):
+    from tollgate.registry import attestation, names
+
+    rejected = models.register(MODEL, approve=False)
+    digest = models.client.get_model_version(MODEL, rejected).tags[names.TAG_SIGNATURE_SHA256]
+    decision = attestation.Decision(
+        attestation.REJECTED, MODEL, rejected, digest, "approver", comment="worse AUC"
+    )
+    attestation.record(models.client, decision, models.decision_key)
+    answer = set_rollout(router, mode="shadow", challenger_version=rejected, rollout_id="rejected-1")
+    assert answer.status_code == 409 and "was rejected by approver: worse AUC" in answer.json()["error"]
+    assert router.status()["variants"]["challenger"] is None
 
 
 def test_an_unapproved_new_champion_is_refused_and_the_last_good_one_served(router, models):

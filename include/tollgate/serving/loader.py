@@ -1,8 +1,9 @@
 """Verify → load → warm up one model version, from exactly the files that were verified.
 
 The champion must also carry a valid signed approval attestation for the signature digest its files
-verify to; a challenger only needs to verify (it is being evaluated). A refusal never raises past the
-caller: ``Refused`` carries every problem, so the router keeps the last good model and reports why.
+verify to; a challenger needs to verify and must not carry a valid signed rejection. A refusal never
+raises past the caller: ``Refused`` carries every problem, so the router keeps the last good model and
+reports why.
 """
 
 from __future__ import annotations
@@ -112,6 +113,23 @@ def load_version(
             shutil.rmtree(dest, ignore_errors=True)
             raise Refused(name, version, check.problems)
         approved_by = check.predicate.get("decided_by")
+    else:  # a version a gate or a human rejected (signed decision) is not put in front of users again
+        rejected = attestation.check_version(
+            result.tags,
+            decision_keys,
+            decision=attestation.REJECTED,
+            model_name=name,
+            version=str(result.version),
+            signature_sha256=result.signature_sha256,
+        )
+        if rejected.ok:
+            shutil.rmtree(dest, ignore_errors=True)
+            who = rejected.predicate.get("decided_by")
+            raise Refused(
+                name,
+                version,
+                [f"version {version} was rejected by {who}: {rejected.predicate.get('comment')}"],
+            )
     try:
         pyfunc = mlflow.pyfunc.load_model(str(result.local_path))
         warm_up(pyfunc, Path(result.local_path))
