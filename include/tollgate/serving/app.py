@@ -56,7 +56,10 @@ def build_app(router: Router) -> Starlette:
     settings = router.settings
 
     # ---- predict ---------------------------------------------------------------------------------
-    async def serve(request: Request, body: Any, parse: Callable, key: str | None, v2: bool) -> Response:
+    async def serve(
+        request: Request, body: Any, parse: Callable, key: str | None, v2: bool, shadow_payload: Any
+    ) -> Response:
+        kind = "v2" if v2 else "rows"
         started = time.perf_counter()
         table = router.table  # one table for the whole request: a reload never changes it midway
         request_id = request.headers.get("x-request-id") or (
@@ -149,7 +152,7 @@ def build_app(router: Router) -> Starlette:
             rows=_rows(model_input),
         )
         if table.rollout.mode == "shadow" and table.challenger is not None:
-            router.shadow.offer(table.challenger, _Deferred(parse, table.challenger.spec), row)
+            router.shadow.offer(table.challenger, kind, shadow_payload, row)
         else:
             router.log.append(row)
         return response
@@ -162,7 +165,7 @@ def build_app(router: Router) -> Starlette:
         except InputError as err:
             return error(422, str(err), err.field)
         key = body.get("user_id") or request.headers.get("x-tollgate-user-id")
-        return await serve(request, body, lambda spec: spec.from_rows(body["rows"]), key, v2=False)
+        return await serve(request, body, lambda spec: spec.from_rows(body["rows"]), key, False, body["rows"])
 
     async def infer_v2(request: Request) -> Response:
         name = request.path_params["name"]
@@ -178,7 +181,7 @@ def build_app(router: Router) -> Starlette:
             return error(422, str(err), err.field)
         parameters = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
         key = parameters.get("user_id") or request.headers.get("x-tollgate-user-id")
-        return await serve(request, body, lambda spec: spec.from_v2(body), key, v2=True)
+        return await serve(request, body, lambda spec: spec.from_v2(body), key, True, body)
 
     # ---- health, status, metrics -----------------------------------------------------------------
     async def livez(request: Request) -> Response:
@@ -194,7 +197,7 @@ def build_app(router: Router) -> Starlette:
         return json_response(router.status())
 
     async def metrics(request: Request) -> Response:
-        router.metrics.shadow_depth.set(router.shadow._queue.qsize())
+        router.metrics.shadow_depth.set(router.shadow.depth)
         return Response(router.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def v2_server(request: Request) -> Response:
@@ -353,16 +356,6 @@ def build_app(router: Router) -> Starlette:
         Route("/admin/reload", admin(reload), methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
-
-
-class _Deferred:
-    """The challenger's parse of a request, done in the shadow worker (off the response path)."""
-
-    def __init__(self, parse: Callable, spec: Any):
-        self.parse, self.spec = parse, spec
-
-    def __call__(self) -> Any:
-        return self.parse(self.spec)
 
 
 def _rows(model_input: Any) -> int:

@@ -274,7 +274,7 @@ class Router:
             "input": table.champion.spec.describe() if table.champion else None,
             "rollout": table.rollout.to_dict(),
             "refused": self.refused,
-            "shadow": {"queue_depth": self.shadow._queue.qsize(), "dropped": self.shadow.dropped},
+            "shadow": {"queue_depth": self.shadow.depth, "dropped": self.shadow.dropped},
             "replica": self.log.replica,
             "events": list(self.events)[-20:],
         }
