@@ -11,6 +11,7 @@ outputs sit in one row.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import queue
@@ -23,7 +24,14 @@ _STOP = "__stop__"
 
 
 def _worker(requests: Any, results: Any) -> None:
-    """The shadow process: load each challenger once (by its verified path), predict, send results back."""
+    """The shadow process: load each challenger once (by its verified path), predict, send results back.
+
+    It ignores SIGTERM and SIGINT (a signal to the router's process group reaches it too): the router
+    stops it after draining, so queued shadow work is finished and logged."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import mlflow.pyfunc
 
     from tollgate.serving.inputs import InputSpec
@@ -109,11 +117,11 @@ class ShadowMirror:
     def close(self, timeout: float = 30.0) -> None:
         """Finish what is queued (drain), stop the worker; rows it never answered are logged as lost."""
         if self._process.is_alive():
-            try:
+            with contextlib.suppress(queue.Full):
                 self._requests.put(_STOP, timeout=timeout)
-                self._reader.join(timeout=timeout)
-            except queue.Full:
-                pass
+            deadline = time.monotonic() + timeout
+            while self._reader.is_alive() and self._process.is_alive() and time.monotonic() < deadline:
+                self._reader.join(timeout=0.1)
             self._process.join(timeout=5)
             if self._process.is_alive():
                 self._process.kill()
