@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -179,3 +180,33 @@ def test_a_full_shadow_queue_drops_and_counts_without_blocking():
     assert metrics.shadow_dropped._value.get() == 8
     mirror.close(timeout=1)
     assert len(logged) == 10 and sum(r["shadow_status"].startswith("lost") for r in logged) == 2
+
+
+def test_the_shadow_process_predicts_with_the_challengers_own_signature(tmp_path):
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    from tests.fixtures.serving import TINY_MODEL_CODE, example_rows
+
+    example = pd.DataFrame(example_rows(2))
+    path = tmp_path / "challenger"
+    mlflow.pyfunc.save_model(
+        str(path), python_model=str(TINY_MODEL_CODE), model_config={"output": "label"},
+        signature=infer_signature(example, np.array(["yes", "no"])), pip_requirements=["mlflow"],
+    )  # fmt: skip
+    challenger = type("Challenger", (), {"version": "3", "path": path})()
+    logged: list[dict] = []
+    mirror = ShadowMirror(10, logged.append, _Metrics())
+    mirror.start()
+    assert mirror.offer(challenger, "rows", example_rows(2), {"request_id": "a"})
+    assert mirror.offer(challenger, "rows", [{"x1": "bad"}], {"request_id": "b"})
+    mirror.close(timeout=60)  # drains: both answered before the worker stops
+    rows = {r["request_id"]: r for r in logged}
+    assert rows["a"]["shadow_status"] == "ok" and rows["a"]["shadow_version"] == "3"
+    assert json.loads(rows["a"]["shadow_output"]) in (
+        ["yes", "yes"],
+        ["yes", "no"],
+        ["no", "yes"],
+        ["no", "no"],
+    )
+    assert rows["b"]["shadow_status"].startswith("error: InputError")
