@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # time goes.
 PYTEST_PARALLEL ?= -n 3 --dist loadfile --durations=25
 
-.PHONY: setup lock up down status demo test lint bench browser-deps clean-state
+.PHONY: setup lock up down status demo test lint bench browser-deps serving-tools clean-state
 
 setup: $(STAMP) $(AIRFLOW_GUARD)
 
@@ -58,7 +58,19 @@ demo: setup
 browser-deps:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 
-test: setup browser-deps
+# The KServe SDK (its models validate the KServe manifests offline) pins pandas below the lock's, so it
+# lives in a tool environment of its own, outside the project's lock.
+KSERVE_VENV := .venv-kserve
+KSERVE_VERSION := 0.21.0
+
+serving-tools: $(KSERVE_VENV)/.installed
+
+$(KSERVE_VENV)/.installed: | $(BIN)/python
+	$(BIN)/uv venv -q --python $(BIN)/python $(KSERVE_VENV)
+	$(BIN)/uv pip install -q --python $(KSERVE_VENV)/bin/python kserve==$(KSERVE_VERSION)
+	touch $@
+
+test: setup browser-deps serving-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 

@@ -56,6 +56,38 @@ def test_platform_is_healthy_applies_settings_and_runs_a_dag(local_platform, adm
     assert "running" in stack.status()
 
 
+@pytest.mark.integration
+def test_the_platform_router_serves_the_approved_champion(local_platform):
+    """`make up` serves the champion through the router: on its own port, in `status`, admin token in the
+    secrets folder, a champion signed with the platform's key and approved with its decision key."""
+    from tests.fixtures.serving import ServingModels, example_rows
+    from tollgate.config import default_for
+    from tollgate.serving.settings import admin_token_path
+
+    stack = local_platform
+    url = f"http://127.0.0.1:{stack.ports.router}"
+    assert requests.get(f"{url}/livez", timeout=10).status_code == 200
+    assert "Router" in stack.status() and (stack.home / "logs" / "tollgate-router.log").is_file()
+    token_file = admin_token_path(stack.home)
+    assert token_file.stat().st_mode & 0o077 == 0
+    admin = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+    assert requests.post(f"{url}/admin/reload", timeout=10).status_code == 401
+
+    name = requests.get(f"{url}/status", timeout=10).json()["model_name"]
+    assert name == default_for("tollgate_registered_model")
+    models = ServingModels(stack.mlflow_url, stack.home)  # the platform's signing and decision keys
+    if requests.get(f"{url}/readyz", timeout=10).status_code == 503:
+        assert "champion" in requests.get(f"{url}/readyz", timeout=10).json()["reason"]
+    version = models.register(name)
+    models.set_alias(name, "champion", version)
+    reload = requests.post(f"{url}/admin/reload", headers=admin, timeout=120)
+    assert reload.status_code == 200 and reload.json()["variants"]["champion"]["version"] == version
+    assert requests.get(f"{url}/readyz", timeout=10).status_code == 200
+    answer = requests.post(f"{url}/predict", json={"rows": example_rows(2)}, timeout=30)
+    assert answer.status_code == 200 and answer.json()["model_version"] == version
+    assert "ready" in stack.status()
+
+
 @pytest.mark.unit
 def test_taken_port_is_named_with_the_fix(tmp_path: Path):
     ports = free_ports()

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tollgate.config import REPO_ROOT, state_dir
-from tollgate.platform import secrets
+from tollgate.platform import router_service, secrets
 from tollgate.platform.processes import (
     ServiceError,
     free_port,
@@ -43,6 +43,7 @@ class Ports:
     worker_log: int = 8793
     trigger_log: int = 8794
     smtp: int = 0  # the local mail server; 0 = a free port chosen by `up`
+    router: int = 8000  # the serving router
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -53,6 +54,7 @@ class Ports:
             worker_log=int(env.get("TOLLGATE_WORKER_LOG_PORT", 8793)),
             trigger_log=int(env.get("TOLLGATE_TRIGGER_LOG_PORT", 8794)),
             smtp=int(env.get("TOLLGATE_SMTP_PORT", 8025)),
+            router=int(env.get("TOLLGATE_ROUTER_PORT", 8000)),
         )
 
     def by_service(self) -> dict[str, int]:
@@ -62,6 +64,7 @@ class Ports:
             "airflow worker log server": self.worker_log,
             "airflow triggerer log server": self.trigger_log,
             "smtp server (approver mail)": self.smtp,
+            "serving router": self.router,
         }
 
 
@@ -199,6 +202,15 @@ class LocalStack:
             )
         return env
 
+    def _start_router(self, env: dict[str, str], state: StackState):
+        """Start the serving router (it waits for a verified champion by itself)."""
+        log = self.logs / "tollgate-router.log"
+        router_env = router_service.router_env(self.home, self.ports.router, self.mlflow_url, env)
+        proc = start_group(router_service.router_command(), log, env=router_env)
+        state.services.append(Service(router_service.SERVICE_NAME, proc.pid, time.time(), str(log)))
+        self._write_state(state)
+        return proc, log
+
     def _airflow_bin(self) -> str:
         return str(Path(sys.executable).with_name("airflow"))
 
@@ -256,7 +268,7 @@ class LocalStack:
                 + ", ".join(taken)
                 + " already in use by another program. Stop it, or choose other ports with "
                 "TOLLGATE_AIRFLOW_PORT / TOLLGATE_MLFLOW_PORT / TOLLGATE_WORKER_LOG_PORT / "
-                "TOLLGATE_TRIGGER_LOG_PORT / TOLLGATE_SMTP_PORT."
+                "TOLLGATE_TRIGGER_LOG_PORT / TOLLGATE_SMTP_PORT / TOLLGATE_ROUTER_PORT."
             )
 
     def migrate(self) -> None:
@@ -303,6 +315,7 @@ class LocalStack:
             smtp_proc = start_group(self._smtp_command(), smtp_log, env=env)
             state.services.append(Service("smtp-server", smtp_proc.pid, time.time(), str(smtp_log)))
             self._write_state(state)
+            router_proc, router_log = self._start_router(env, state)
             self.migrate()
             timings["airflow db migrate"] = time.monotonic() - t0
             procs = {}
@@ -328,6 +341,9 @@ class LocalStack:
             wait_listening("smtp server", self.ports.smtp, smtp_proc, smtp_log, self.startup_timeout)
             self._wait_components_healthy(procs, self.startup_timeout)
             timings["airflow components"] = time.monotonic() - t0
+            live = router_service.live_url(self.ports.router)
+            wait_healthy("serving router", live, router_proc, router_log, self.startup_timeout)
+            timings["router"] = time.monotonic() - t0
             from tollgate.platform.settings import apply_settings
 
             apply_settings(self, REPO_ROOT / "airflow_settings.yaml")
@@ -412,8 +428,12 @@ class LocalStack:
             "healthy" if http_ok(f"http://127.0.0.1:{state.ports.airflow}/api/v2/monitor/health") else "down"
         )
         mlf = "healthy" if http_ok(f"http://127.0.0.1:{state.ports.mlflow}/health") else "down"
+        live = http_ok(router_service.live_url(state.ports.router))
+        ready = http_ok(router_service.ready_url(state.ports.router))
+        router = "ready" if ready else ("live, not ready: no verified champion yet" if live else "down")
         lines.append(f"  Airflow UI  http://127.0.0.1:{state.ports.airflow}  ({air})")
         lines.append(f"  MLflow UI   http://127.0.0.1:{state.ports.mlflow}  ({mlf})")
+        lines.append(f"  Router      http://127.0.0.1:{state.ports.router}  ({router})")
         return "\n".join(lines)
 
     def describe(self, timings: dict[str, float] | None = None) -> str:
@@ -423,6 +443,8 @@ class LocalStack:
             f"  Airflow UI : {self.airflow_url}   (users: {users}; passwords in the file below)",
             f"  MLflow UI  : {self.mlflow_url}",
             f"  Mail       : smtp://127.0.0.1:{self.ports.smtp} -> {self.mailbox} (what approvers receive)",
+            f"  Router     : http://127.0.0.1:{self.ports.router}/predict   (admin token in "
+            f"{router_service.admin_token_path(self.home)})",
             f"  Passwords  : {self.home / 'airflow' / 'passwords.json'}",
             f"  State      : {self.home}",
             f"  Logs       : {self.logs}",

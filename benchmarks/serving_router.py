@@ -1,0 +1,235 @@
+"""The serving router under load: what it adds over in-process ``predict``, shadow on vs off,
+requests per second of one router process, and a hot reload under load.
+
+Starts a real ``mlflow server`` and a real router process (one uvicorn process: one core), registers a
+signed, approved tiny pyfunc, then:
+1. **in-process**: ``pyfunc.predict`` on one row, the same row every time (the floor);
+2. **router at a fixed rate** (open loop, default 200 req/s): the client's round-trip latency and the
+   router's own handler latency (from its prediction log); "added" = router handler minus in-process;
+3. **shadow on vs off**: user-facing p99 in alternating blocks, each block's p99 printed (the spread);
+4. **requests/s**: closed loop with a few concurrent clients for a few seconds;
+5. **reload under load**: the champion alias moves (and SIGHUP) during the fixed-rate run: failed
+   requests (must be 0) and p99 around the swap.
+Percentiles are over raw latencies, never histogram buckets.
+
+Usage: python benchmarks/serving_router.py [--rate 200] [--seconds 10] [--blocks 3]
+Run alone on a quiet machine; figures on a busy one are upper bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.fixtures.serving import RouterProcess, ServingModels, example_rows  # noqa: E402
+from tollgate.platform.processes import free_port, start_group, stop_group, wait_healthy  # noqa: E402
+
+MODEL = "bench-router"
+ROW = example_rows(1)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def fmt(values: list[float]) -> str:
+    return f"p50 {pct(values, 0.5):.3f} ms  p99 {pct(values, 0.99):.3f} ms  (n={len(values)})"
+
+
+def start_mlflow(work: Path):
+    port = free_port()
+    (work / "artifacts").mkdir(parents=True)
+    command = [
+        str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}",
+        "--artifacts-destination", str(work / "artifacts"), "--serve-artifacts",
+    ]  # fmt: skip
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    process = start_group(command, work / "mlflow.log", env=env)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy("mlflow server", f"{url}/health", process, work / "mlflow.log", timeout=300)
+    return process, url
+
+
+class Load:
+    """Open-loop load: ``threads`` connections share a schedule of ``rate`` requests per second."""
+
+    def __init__(self, port: int, rate: float, seconds: float, threads: int = 4):
+        self.port, self.rate, self.seconds, self.threads = port, rate, seconds, threads
+        self.latencies: list[tuple[float, float]] = []  # (send time, ms)
+        self.failures = 0
+        self.body = json.dumps({"rows": ROW}).encode()
+
+    def _worker(self, index: int, start: float) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        n = int(self.rate * self.seconds)
+        for i in range(index, n, self.threads):
+            due = start + i / self.rate
+            time.sleep(max(0.0, due - time.perf_counter()))
+            sent = time.perf_counter()
+            try:
+                conn.request("POST", "/predict", self.body, {"content-type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+            except OSError:
+                ok = False
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            if ok:
+                self.latencies.append((sent - start, (time.perf_counter() - sent) * 1000))
+            else:
+                self.failures += 1
+
+    def run(self) -> Load:
+        start = time.perf_counter() + 0.05
+        workers = [threading.Thread(target=self._worker, args=(i, start)) for i in range(self.threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return self
+
+    @property
+    def ms(self) -> list[float]:
+        return [ms for _, ms in self.latencies]
+
+
+def closed_loop(port: int, seconds: float, clients: int = 4) -> float:
+    count = [0] * clients
+    stop = time.perf_counter() + seconds
+    body = json.dumps({"rows": ROW}).encode()
+
+    def client(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while time.perf_counter() < stop:
+            conn.request("POST", "/predict", body, {"content-type": "application/json"})
+            conn.getresponse().read()
+            count[i] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(count) / seconds
+
+
+def admin(router: RouterProcess, body: dict) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", router.port, timeout=120)
+    conn.request(
+        "POST", "/admin/rollout", json.dumps(body), {**router.admin(), "content-type": "application/json"}
+    )
+    response = conn.getresponse()
+    assert response.status == 200, response.read()
+    response.read()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--blocks", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tollgate-bench-router-"))
+    mlflow_proc, mlflow_url = start_mlflow(work / "mlflow")
+    router = None
+    try:
+        models = ServingModels(mlflow_url, work)
+        champion = models.register(MODEL)
+        challenger = models.register(MODEL, {"output": "label"}, approve=False)
+        models.set_alias(MODEL, "champion", champion)
+        router = RouterProcess(work, models, MODEL, TOLLGATE_ROUTER_LOG_FLUSH_SECONDS="2")
+        router.start()
+        router.wait_for(lambda s: s["ready"], "ready", timeout=120)
+
+        import mlflow.pyfunc
+        import pandas as pd
+
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}/{champion}")
+        frame = pd.DataFrame(ROW)
+        for _ in range(200):
+            pyfunc.predict(frame)
+        inproc = []
+        for _ in range(2000):
+            t = time.perf_counter()
+            pyfunc.predict(frame)
+            inproc.append((time.perf_counter() - t) * 1000)
+        print(f"in-process predict (1 row)          : {fmt(inproc)}")
+
+        Load(router.port, args.rate, 2).run()  # warm the router and the connections
+        base = Load(router.port, args.rate, args.seconds).run()
+        print(f"router round trip at {args.rate:.0f} req/s     : {fmt(base.ms)}  failures {base.failures}")
+        time.sleep(3)  # let the log flush
+        from tollgate.serving.predlog import read_log
+
+        handler = list(read_log(router.storage_root).latency_ms.dropna())[-len(base.ms) :]
+        print(f"router handler (prediction log)     : {fmt(handler)}")
+        print(
+            f"added by the router over predict    : p50 {pct(handler, 0.5) - pct(inproc, 0.5):.3f} ms  "
+            f"p99 {pct(handler, 0.99) - pct(inproc, 0.99):.3f} ms (handler minus in-process)"
+        )
+        print(
+            f"added incl. HTTP on loopback        : p50 {pct(base.ms, 0.5) - pct(inproc, 0.5):.3f} ms  "
+            f"p99 {pct(base.ms, 0.99) - pct(inproc, 0.99):.3f} ms (client round trip minus in-process)"
+        )
+
+        off, on = [], []
+        for _ in range(args.blocks):
+            admin(router, {"mode": "off"})
+            off.append(pct(Load(router.port, args.rate, args.seconds / 2).run().ms, 0.99))
+            admin(router, {"mode": "shadow", "challenger_version": challenger, "rollout_id": "bench-shadow"})
+            on.append(pct(Load(router.port, args.rate, args.seconds / 2).run().ms, 0.99))
+        admin(router, {"mode": "off"})
+        status = router.status()
+        print(
+            f"user-facing p99, shadow off (blocks): {', '.join(f'{v:.3f}' for v in off)} ms; "
+            f"median {statistics.median(off):.3f}"
+        )
+        print(
+            f"user-facing p99, shadow on  (blocks): {', '.join(f'{v:.3f}' for v in on)} ms; "
+            f"median {statistics.median(on):.3f}; shadow dropped {status['shadow']['dropped']}"
+        )
+
+        rps = closed_loop(router.port, min(args.seconds, 5))
+        print(
+            f"requests/s, one router process      : {rps:.0f} (4 closed-loop clients; on a 2-core machine "
+            "the clients share the cores)"
+        )
+
+        newer = models.register(MODEL, {"weights": [2.0, 1.0]})
+        load = Load(router.port, args.rate, args.seconds)
+        thread = threading.Thread(target=load.run)
+        thread.start()
+        time.sleep(args.seconds / 4)
+        swap_started = time.perf_counter()
+        models.set_alias(MODEL, "champion", newer)
+        router.process.send_signal(signal.SIGHUP)
+        router.wait_for(lambda s: s["variants"]["champion"]["version"] == newer, "reloaded", timeout=60)
+        swap_s = time.perf_counter() - swap_started
+        thread.join()
+        print(
+            f"reload under {args.rate:.0f} req/s             : {load.failures} failed of "
+            f"{len(load.ms) + load.failures}; swap took {swap_s:.2f} s (verify+load+warm); {fmt(load.ms)}"
+        )
+    finally:
+        if router is not None:
+            router.stop()
+        stop_group(mlflow_proc.pid)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

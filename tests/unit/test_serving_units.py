@@ -1,0 +1,212 @@
+"""Pure pieces of the router: sticky buckets, rollout record, guardrail, input checks, outputs, shadow."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tollgate.serving.guardrail import Guardrail
+from tollgate.serving.inputs import Column, InputError, InputSpec
+from tollgate.serving.outputs import to_jsonable, to_v2_outputs
+from tollgate.serving.rollout import (
+    Conflict,
+    Rollout,
+    RolloutError,
+    RolloutStore,
+    bucket,
+    in_canary,
+    validate,
+)
+from tollgate.serving.settings import GuardrailLimits
+from tollgate.serving.shadow import ShadowMirror
+
+pytestmark = pytest.mark.unit
+
+
+def test_buckets_are_stable_and_raising_the_weight_only_adds_users():
+    users = [f"u{i}" for i in range(2000)]
+    assert [bucket("r1", u) for u in users] == [bucket("r1", u) for u in users]
+    low = {u for u in users if in_canary(Rollout(rollout_id="r1", mode="canary", weight_bp=1000), u)}
+    high = {u for u in users if in_canary(Rollout(rollout_id="r1", mode="canary", weight_bp=5000), u)}
+    assert low < high
+    assert 140 < len(low) < 260 and 900 < len(high) < 1100  # about 10 % and 50 %
+    other = {u for u in users if in_canary(Rollout(rollout_id="r2", mode="canary", weight_bp=1000), u)}
+    assert other != low  # a new rollout id draws new arms
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("blue", "2", 0, "r"), "mode must be one of"),
+        (("canary", "latest", 100, "r"), "challenger_version"),
+        (("canary", "2", 10_001, "r"), "weight_bp"),
+        (("canary", "2", 1.5, "r"), "weight_bp"),
+        (("shadow", "2", 100, "r"), "must be 0 in shadow"),
+        (("canary", "2", 100, ""), "rollout_id is required"),
+    ],
+)
+def test_bad_rollout_requests_are_refused_with_the_field(args, words):
+    with pytest.raises(RolloutError, match=words):
+        validate(*args)
+
+
+def test_rollout_record_is_versioned_and_a_stale_writer_conflicts(tmp_path):
+    store = RolloutStore(str(tmp_path), "m")
+    assert store.read() == Rollout()
+    first = store.write(Rollout(mode="canary", challenger_version="2", weight_bp=100, rollout_id="r"), 0, "a")
+    assert first.revision == 1 and RolloutStore(str(tmp_path), "m").read() == first  # another replica sees it
+    with pytest.raises(Conflict):
+        store.write(Rollout(mode="off"), 0, "stale")
+    aborted = store.abort("guardrail: too slow", "router")
+    assert (aborted.revision, aborted.mode, aborted.weight_bp, aborted.challenger_version) == (
+        2,
+        "off",
+        0,
+        None,
+    )
+    assert aborted.rollout_id == "r" and aborted.aborted_reason == "guardrail: too slow"
+
+
+def test_lease_expiry():
+    live = Rollout(mode="canary", challenger_version="2", rollout_id="r", lease_expires_at=time.time() + 60)
+    assert not live.lease_expired()
+    assert Rollout(mode="canary", challenger_version="2", rollout_id="r", lease_expires_at=1).lease_expired()
+    assert not Rollout(mode="off", lease_expires_at=1).lease_expired()
+
+
+def test_guardrail_judges_error_rate_and_p99_over_the_window_only():
+    guard = Guardrail(GuardrailLimits(window_s=10, min_requests=20, max_error_rate=0.05, max_p99_ms=100))
+    for i in range(19):
+        guard.observe(False, 0.01, now=100 + i * 0.01)
+    assert guard.breach(now=101) is None  # too few requests decide nothing
+    guard.observe(True, 0.01, now=101)
+    assert "error rate" in guard.breach(now=101)
+    assert guard.breach(now=200) is None  # outside the window: forgotten
+    for i in range(100):
+        guard.observe(True, 0.5 if i < 3 else 0.01, now=300)
+    assert "p99 latency 500.0 ms" in guard.breach(now=300)
+
+
+SPEC = InputSpec(columns=(Column("n", "long"), Column("x", "double"), Column("when", "datetime"),
+                          Column("tag", "string", required=False)))  # fmt: skip
+
+
+def test_rows_become_a_typed_frame():
+    frame = SPEC.from_rows(
+        [{"n": 1, "x": 2, "when": "2026-01-01T10:00:00Z"}, {"n": 2, "x": 0.5, "when": "2026-01-02"}]
+    )
+    assert str(frame["n"].dtype) == "int64" and str(frame["x"].dtype) == "float64"
+    assert str(frame["when"].dtype).startswith("datetime64") and frame["tag"].isna().all()
+
+
+@pytest.mark.parametrize(
+    ("row", "field"),
+    [
+        ({"x": 1.0, "when": "2026-01-01"}, "n"),
+        ({"n": True, "x": 1.0, "when": "2026-01-01"}, "n"),
+        ({"n": 1, "x": float("nan"), "when": "2026-01-01"}, "x"),
+        ({"n": 1, "x": 1.0, "when": "yesterday"}, "when"),
+        ({"n": 1, "x": 1.0, "when": "2026-01-01", "tag": 3}, "tag"),
+    ],
+)
+def test_bad_rows_name_the_field(row, field):
+    with pytest.raises(InputError) as err:
+        SPEC.from_rows([row])
+    assert err.value.field == field
+
+
+def test_v2_inputs_are_checked_against_the_signature():
+    body = {"inputs": [
+        {"name": "n", "shape": [2], "datatype": "INT64", "data": [1, 2]},
+        {"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2.5]},
+        {"name": "when", "shape": [2], "datatype": "BYTES", "data": ["2026-01-01", "2026-01-02"]},
+    ]}  # fmt: skip
+    frame = SPEC.from_v2(body)
+    assert list(frame["x"]) == [1.0, 2.5] and len(frame) == 2
+    body["inputs"][0]["data"] = [1]
+    with pytest.raises(InputError, match="every input needs 2 rows"):
+        SPEC.from_v2(body)
+    body["inputs"].append({"name": "z", "shape": [2], "datatype": "FP32", "data": [1, 2]})
+    with pytest.raises(InputError, match="'z' is not in the model's signature"):
+        SPEC.from_v2(body)
+
+
+def test_tensor_signatures_check_the_shape():
+    spec = InputSpec(tensor_dtype="float32", tensor_shape=(-1, 3))
+    assert spec.from_rows([[1, 2, 3]]).shape == (1, 3)
+    with pytest.raises(InputError, match="shape"):
+        spec.from_rows([[1, 2]])
+
+
+def test_outputs_pass_through_whatever_the_pyfunc_returns():
+    assert to_jsonable(np.array([0.25, 0.75])) == [0.25, 0.75]
+    assert to_jsonable(np.array(["yes", "no"])) == ["yes", "no"]
+    frame = pd.DataFrame({"label": [1, 0], "score": [0.9, 0.2]})
+    assert to_jsonable(frame) == [{"label": 1, "score": 0.9}, {"label": 0, "score": 0.2}]
+    assert [(t["name"], t["datatype"], t["shape"]) for t in to_v2_outputs(frame)] == [
+        ("label", "INT64", [2]), ("score", "FP64", [2])
+    ]  # fmt: skip
+    assert to_v2_outputs(np.array(["a"]))[0]["datatype"] == "BYTES"
+
+
+class _Metrics:
+    def __init__(self):
+        from tollgate.serving.metrics import RouterMetrics
+
+        self.m = RouterMetrics()
+
+    def __getattr__(self, name):
+        return getattr(self.m, name)
+
+
+class _Challenger:
+    version = "9"
+    path = "/nonexistent/model"
+
+
+def test_a_full_shadow_queue_drops_and_counts_without_blocking():
+    logged: list[dict] = []
+    metrics = _Metrics()
+    mirror = ShadowMirror(2, logged.append, metrics)  # its worker is not started: nothing drains the queue
+    started = time.perf_counter()
+    results = [mirror.offer(_Challenger(), "rows", [{"x": i}], {"request_id": str(i)}) for i in range(10)]
+    assert time.perf_counter() - started < 0.5  # never waits for the worker
+    assert results.count(True) == 2 and mirror.dropped == 8
+    assert [r["shadow_status"] for r in logged] == ["dropped"] * 8
+    assert metrics.shadow_dropped._value.get() == 8
+    mirror.close(timeout=1)
+    assert len(logged) == 10 and sum(r["shadow_status"].startswith("lost") for r in logged) == 2
+
+
+def test_the_shadow_process_predicts_with_the_challengers_own_signature(tmp_path):
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    from tests.fixtures.serving import TINY_MODEL_CODE, example_rows
+
+    example = pd.DataFrame(example_rows(2))
+    path = tmp_path / "challenger"
+    mlflow.pyfunc.save_model(
+        str(path), python_model=str(TINY_MODEL_CODE), model_config={"output": "label"},
+        signature=infer_signature(example, np.array(["yes", "no"])), pip_requirements=["mlflow"],
+    )  # fmt: skip
+    challenger = type("Challenger", (), {"version": "3", "path": path})()
+    logged: list[dict] = []
+    mirror = ShadowMirror(10, logged.append, _Metrics())
+    mirror.start()
+    assert mirror.offer(challenger, "rows", example_rows(2), {"request_id": "a"})
+    assert mirror.offer(challenger, "rows", [{"x1": "bad"}], {"request_id": "b"})
+    mirror.close(timeout=60)  # drains: both answered before the worker stops
+    rows = {r["request_id"]: r for r in logged}
+    assert rows["a"]["shadow_status"] == "ok" and rows["a"]["shadow_version"] == "3"
+    assert json.loads(rows["a"]["shadow_output"]) in (
+        ["yes", "yes"],
+        ["yes", "no"],
+        ["no", "yes"],
+        ["no", "no"],
+    )
+    assert rows["b"]["shadow_status"].startswith("error: InputError")
