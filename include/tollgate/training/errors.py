@@ -9,3 +9,7 @@ class BadInput(Exception):
 
 class Preempted(Exception):
     """Raised when SIGTERM arrives outside the training loop (set-up, evaluation, upload)."""
+
+
+class StaleAttempt(Exception):
+    """A newer attempt of the same training run owns the checkpoint folder: this one must not write."""
