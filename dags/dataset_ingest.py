@@ -157,9 +157,9 @@ def dataset_ingest():
         # The curated events Airflow holds (its own record, not an XCom): was this version published?
         published = [event.extra or {} for event in context["inlet_events"][CURATED_DATASET]]
         go, why = publish_decision(dataset, published, republish=bool(context["params"].get("republish")))
+        log.info(why)  # the task log says why (a skip's own message is not logged)
         if not go:
             raise AirflowSkipException(why)
-        log.info(why)
         extra = {key: value for key, value in dataset.items() if key != "created"}
         # train_model does not retrain on a backfill's versions by default: it reads this.
         run_type = context["dag_run"].run_type
