@@ -40,8 +40,10 @@ gives one dataset version per day, in date order (one run at a time); running it
    and tag `data-YYYY-MM-DD`. Unchanged content returns the existing version.
 4. **publish** - an asset event on `curated_dataset` (rev, tag, content_hash, rows,
    quarantined_rows, window, partition, data_repo, data_path, run_type), which schedules `train_model`
-   (which trains on the newest version only, and not on a backfill's). A rerun
-   whose version already existed publishes nothing, unless the Param `republish` is set.
+   (which trains on the newest version only, and not on a backfill's). One event per version: a rerun
+   whose version an event already names publishes nothing, unless the Param `republish` is set; a
+   version that exists but that no event names (its run ended before publishing) is published by the
+   cleared or next run.
 """
 
 from __future__ import annotations
@@ -170,16 +172,19 @@ def dataset_ingest():
         with extensions.using(outcome.get("example")):
             return {**version(_settings(), outcome, log=log.info), "example": outcome.get("example")}
 
-    @task(outlets=[CURATED_DATASET])
+    @task(inlets=[CURATED_DATASET], outlets=[CURATED_DATASET])
     def publish(dataset: dict[str, Any], **context: Any):
         from airflow.sdk import Metadata
         from airflow.sdk.exceptions import AirflowSkipException
 
-        if not dataset["created"] and not context["params"].get("republish"):
-            raise AirflowSkipException(
-                f"Version {dataset['tag']} ({dataset['rev']}) already existed with this content and was "
-                "published then; no new asset event. Trigger with Param republish=true to publish it again."
-            )
+        from tollgate.data.pipeline import publish_decision
+
+        # The curated events Airflow holds (its own record, not an XCom): was this version published?
+        published = [event.extra or {} for event in context["inlet_events"][CURATED_DATASET]]
+        go, why = publish_decision(dataset, published, republish=bool(context["params"].get("republish")))
+        log.info(why)  # the task log says why (a skip's own message is not logged)
+        if not go:
+            raise AirflowSkipException(why)
         extra = {key: value for key, value in dataset.items() if key != "created"}
         # train_model does not retrain on a backfill's versions by default: it reads this.
         run_type = context["dag_run"].run_type

@@ -19,10 +19,13 @@ No Airflow import: the trainer imports this inside its container.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import posixpath
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     import fsspec
 
 TEMP_MARK = ".tmp-"
+LOCK_NAME = ".writer.lock"
 
 
 class StorageError(RuntimeError):
@@ -219,7 +223,24 @@ class Folder:
         except FileNotFoundError:
             return []
         names = (e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "file")
-        return sorted(n for n in names if TEMP_MARK not in n)
+        return sorted(n for n in names if TEMP_MARK not in n and n != LOCK_NAME)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's writer lock: a check and the write it guards happen as one step.
+
+        Local folders only (``flock`` on a lock file, released when the holder dies). S3 has no lock: there
+        the check and the write are two requests, and callers document that window.
+        """
+        if self.local_root is None:
+            yield
+            return
+        fd = os.open(self.local_root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def remove_stale_temps(self) -> list[str]:
         """Temp files left by an attempt killed mid-write (never part of a valid checkpoint)."""

@@ -11,7 +11,8 @@ nothing of Tollgate, Airflow or MLflow. A trainer that honours Tollgate's traine
 * :mod:`~tollgate_torch.state`: every RNG state and a per-epoch order that is a pure function of
   (seed, epoch), so a resumed attempt recomputes the interrupted steps bit for bit.
 
-Exit codes of the contract: 0 success, 1 failure, 2 bad input (no retry), 75 preempted (resume).
+Exit codes of the contract: 0 success, 1 failure, 2 bad input (no retry), 3 superseded by a newer
+attempt (no retry), 75 preempted (resume).
 """
 
 from __future__ import annotations
@@ -19,11 +20,16 @@ from __future__ import annotations
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2  # missing dataset, bad arguments: retrying will not help
+EXIT_SUPERSEDED = 3  # a newer attempt of the run claimed the checkpoint folder: this one stopped unwritten
 EXIT_PREEMPTED = 75  # stopped on SIGTERM after saving a checkpoint: resume on retry (EX_TEMPFAIL)
 
 
 class Preempted(Exception):
     """SIGTERM arrived outside the training loop (set-up, evaluation, upload): exit with EXIT_PREEMPTED."""
+
+
+class StaleAttempt(Exception):
+    """A newer attempt of the same training run owns the checkpoint folder: this one must not write."""
 
 
 class BadInput(Exception):

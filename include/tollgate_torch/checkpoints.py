@@ -3,13 +3,20 @@
 Layout under the checkpoint URI::
 
     ckpt-00000150.pt     torch.save of the training state at step 150
-    manifest.json        {"checkpoints": [{name, step, epoch, sha256, size, created_at}, ...]} oldest first
+    manifest.json        {"attempt": N, "checkpoints": [{name, step, epoch, sha256, size, created_at}, ...]}
     progress.json        ledger of attempts (resume point, highest step reached, save/restore seconds)
+    fence.json           {"attempt": N, ...}: the attempt that owns the folder (the newest one started)
 
 A checkpoint counts only once the manifest lists it, and the manifest is written after the blob, so
 a crash at any moment leaves the previous manifest and its checkpoints valid. On resume the newest
 listed checkpoint whose bytes match its sha256 (and that loads) wins; a corrupt one is reported and
 skipped in favour of the one before it.
+
+Fencing: each attempt claims the folder with its attempt number before it restores. Every later write
+(checkpoint blob, manifest, ledger) first checks, under the folder's writer lock, that no newer attempt
+has claimed it or written the manifest; an older attempt still running somewhere (a stale pod on a node
+that lost contact) is refused with :class:`StaleAttempt` and writes nothing. On S3 the check and the write
+are two requests: the launcher's clean-up of earlier pods is what keeps that window closed there.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -26,10 +34,12 @@ from typing import Any
 
 import torch
 
+from tollgate_torch import StaleAttempt
 from tollgate_torch.folder import Folder
 
 MANIFEST = "manifest.json"
 LEDGER = "progress.json"
+FENCE = "fence.json"
 
 
 def checkpoint_name(step: int) -> str:
@@ -81,10 +91,54 @@ def _log(message: str) -> None:
 
 
 class CheckpointStore:
-    def __init__(self, uri: str, keep: int = 3) -> None:
+    """``attempt``: the writer's attempt number (fencing token); None writes unfenced (tools, benchmarks)."""
+
+    def __init__(self, uri: str, keep: int = 3, attempt: int | None = None) -> None:
         self.uri = uri
         self.keep = keep
+        self.attempt = attempt
         self.storage = Folder(uri)
+
+    # -- fencing ----------------------------------------------------------------------------------
+    def owner(self) -> int | None:
+        """The newest attempt that claimed the folder or wrote its manifest (None: never claimed)."""
+        numbers = []
+        for name in (FENCE, MANIFEST):
+            if self.storage.exists(name):
+                try:
+                    number = json.loads(self.storage.read(name)).get("attempt")
+                except (ValueError, AttributeError):
+                    continue
+                if number is not None:
+                    numbers.append(int(number))
+        return max(numbers, default=None)
+
+    def claim(self, attempt: int) -> None:
+        """Make ``attempt`` the owner; refuse when a newer attempt already owns the folder."""
+        with self.storage.locked():
+            owner = self.owner()
+            if owner is not None and owner > attempt:
+                raise self._stale(attempt, owner, "claim the checkpoint folder")
+            self.attempt = attempt
+            if owner != attempt:
+                body = {"attempt": attempt, "claimed_at": time.time(), "host": socket.gethostname(),
+                        "pid": os.getpid()}  # fmt: skip
+                self.storage.write(FENCE, json.dumps(body).encode())
+
+    def check_owner(self, what: str) -> None:
+        """Raise StaleAttempt when a newer attempt owns the folder (call inside ``storage.locked()``)."""
+        if self.attempt is None:
+            return
+        owner = self.owner()
+        if owner is not None and owner > self.attempt:
+            raise self._stale(self.attempt, owner, what)
+
+    def _stale(self, attempt: int, owner: int, what: str) -> StaleAttempt:
+        return StaleAttempt(
+            f"attempt {attempt} may not {what}: attempt {owner} of this training run has taken over "
+            f"{self.uri}. This attempt is stale (an earlier pod or process still running) and stops without "
+            "writing; the newer attempt owns the checkpoints."
+        )
 
     # -- manifest ---------------------------------------------------------------------------------
     def entries(self) -> list[Entry]:
@@ -99,7 +153,7 @@ class CheckpointStore:
             return []
 
     def _write_manifest(self, entries: list[Entry]) -> None:
-        body = {"version": 1, "checkpoints": [e.__dict__ for e in entries]}
+        body = {"version": 1, "attempt": self.attempt, "checkpoints": [e.__dict__ for e in entries]}
         self.storage.write(MANIFEST, json.dumps(body, indent=2).encode())
 
     # -- save -------------------------------------------------------------------------------------
@@ -115,14 +169,16 @@ class CheckpointStore:
             size=len(payload),
             created_at=time.time(),
         )
-        self.storage.write(entry.name, payload)
-        entries = [e for e in self.entries() if e.step < step] + [entry]
-        kept, dropped = entries[-self.keep :], entries[: -self.keep]
-        self._write_manifest(kept)
-        listed = {e.name for e in kept}
-        for old in dropped:
-            if old.name not in listed:
-                self.storage.delete(old.name)
+        with self.storage.locked():
+            self.check_owner(f"write checkpoint {entry.name}")
+            self.storage.write(entry.name, payload)
+            entries = [e for e in self.entries() if e.step < step] + [entry]
+            kept, dropped = entries[-self.keep :], entries[: -self.keep]
+            self._write_manifest(kept)
+            listed = {e.name for e in kept}
+            for old in dropped:
+                if old.name not in listed:
+                    self.storage.delete(old.name)
         return entry, time.perf_counter() - started
 
     # -- restore ----------------------------------------------------------------------------------
@@ -178,7 +234,9 @@ class CheckpointStore:
             return {"attempts": []}
 
     def write_ledger(self, ledger: dict[str, Any], durable: bool = True) -> None:
-        self.storage.write(LEDGER, json.dumps(ledger, indent=2).encode(), durable=durable)
+        with self.storage.locked():
+            self.check_owner(f"write the attempt ledger {LEDGER}")
+            self.storage.write(LEDGER, json.dumps(ledger, indent=2).encode(), durable=durable)
 
     # -- per-step heartbeat (local folders only) --------------------------------------------------
     def heartbeat_path(self, attempt_index: int) -> Path | None:

@@ -81,3 +81,58 @@ def test_landing_event_posted_through_rest_starts_an_ingest_that_publishes(local
     stranger = requests.Session()
     stranger.trust_env = False
     assert stranger.get(f"{local_platform.airflow_url}/tollgate-data/", timeout=30).status_code == 401
+
+
+CRASHED_DAY = "2024-05-11"
+
+
+def test_a_cleared_run_publishes_a_version_whose_run_died_before_publishing(local_platform, admin_client):
+    """A run made the version of a day and died before its asset event (worker lost after version_dataset):
+    the version exists, no event names it. The next run of that day finds the version already made and
+    still publishes it; clearing that run afterwards publishes nothing more (one event per version). What
+    was published is read from Airflow's own asset events."""
+    from airflow_client.client import DAGRunClearBody
+    from airflow_client.client.exceptions import NotFoundException
+
+    from tollgate.config import default_for
+    from tollgate.data.pipeline import IngestSettings, gate, version
+
+    client = admin_client
+    client.wait_for_dag(DAG_ID)
+
+    def variable(name: str) -> str:
+        try:
+            return client.variables.get_variable(name).value
+        except NotFoundException:
+            return default_for(name)
+
+    settings = IngestSettings.from_variables(variable)
+    generator.land(CRASHED_DAY, settings.landing_uri, rows=3000)
+    made = version(settings, gate(settings, CRASHED_DAY))  # what the run that died had done
+    assert made["created"]
+    curated_id = _asset_id(client, CURATED_DATASET.uri)
+
+    def events_for_rev() -> list:
+        events = client.assets.get_asset_events(asset_id=curated_id, limit=1000).asset_events
+        return [e for e in events if (e.extra or {}).get("rev") == made["rev"]]
+
+    assert events_for_rev() == []
+    run = client.trigger(DAG_ID, conf={"partition": CRASHED_DAY, "republish": False})
+    client.unpause(DAG_ID)
+    try:
+        finished = client.wait_for_run(DAG_ID, run.dag_run_id, timeout=600)
+        assert finished.state == "success"
+        assert client.xcom(DAG_ID, run.dag_run_id, "version_dataset")["created"] is False
+        (event,) = events_for_rev()
+        assert event.source_run_id == run.dag_run_id and event.extra["tag"] == made["tag"]
+        assert "no curated-dataset event names it yet" in client.task_log(DAG_ID, run.dag_run_id, "publish")
+
+        client.dag_runs.clear_dag_run(DAG_ID, run.dag_run_id, DAGRunClearBody(dry_run=False))
+        again = client.wait_for_run(DAG_ID, run.dag_run_id, timeout=600)
+    finally:
+        client.pause(DAG_ID)
+    tis = client.task_instances.get_task_instances(DAG_ID, run.dag_run_id).task_instances
+    publish = next(ti for ti in tis if ti.task_id == "publish")
+    assert again.state == "success" and publish.state == "skipped" and publish.try_number == 2
+    assert "was published already" in client.task_log(DAG_ID, run.dag_run_id, "publish", try_number=2)
+    assert len(events_for_rev()) == 1

@@ -83,6 +83,48 @@ def test_plugin_view_lists_versions_with_alias_signature_rev_metrics_and_links(
     assert lineage.status_code == 200 and lineage.json()["training_run"]["training_run_id"] == "view-1"
 
 
+def _stored_files(local_platform, version_number: str):
+    from mlflow import MlflowClient
+
+    from tollgate.registry.verify import logged_model_id_of
+
+    client = MlflowClient(tracking_uri=local_platform.mlflow_url, registry_uri=local_platform.mlflow_url)
+    version = client.get_model_version(MODEL, version_number)
+    location = client.get_logged_model(logged_model_id_of(version)).artifact_location
+    return local_platform.home / "mlflow" / "artifacts" / location.removeprefix("mlflow-artifacts:/")
+
+
+def test_a_second_view_reuses_the_check_and_a_changed_signature_is_checked_again(
+    local_platform, admin_client, registered
+):
+    """Page views do not download and verify every version again: the result is reused while the version's
+    signature digest (and files, tags, keys) stay the same; a model.sig with other bytes of the same size is
+    verified again at the next view, and refused."""
+    version = registered["registered"]["version"]
+
+    def row() -> dict:
+        url = f"{local_platform.airflow_url}/tollgate/registry/api/versions"
+        response = admin_client.session.get(url, params={"model": MODEL}, timeout=120)
+        return next(r for r in response.json()["versions"] if r["version"] == version)
+
+    first, second = row(), row()
+    assert first["signature"] == second["signature"] == "verified"
+    assert second["checked_at"] == first["checked_at"]  # the second view reused the check
+
+    signature = _stored_files(local_platform, version) / names.SIGNATURE_FILE
+    original = signature.read_bytes()
+    middle = len(original) // 2
+    at = next(i for i in range(middle, len(original)) if chr(original[i]).isalnum())
+    swapped = b"B" if original[at : at + 1] == b"A" else b"A"
+    try:
+        signature.write_bytes(original[:at] + swapped + original[at + 1 :])  # same size, other digest
+        third = row()
+    finally:
+        signature.write_bytes(original)
+    assert third["checked_at"] > first["checked_at"]
+    assert third["signature"] == "refused" and third["problems"]
+
+
 def test_plugin_view_shows_a_tampered_version_as_refused(local_platform, admin_client, registered, tmp_path):
     from mlflow import MlflowClient
 

@@ -1,9 +1,9 @@
 """Exact resume: real trainer processes interrupted by real SIGTERM / SIGKILL end bit-identical.
 
 Tiny data (3,000 rows: 2,400 trained on, 75 steps per epoch, 150 steps), checkpoints every 10 steps.
-The interrupted runs sleep 20 ms per step (TOLLGATE_STEP_DELAY_SECONDS) so a signal sent when a
-step is reported lands at that step; the test reads where each attempt really stopped from its
-own output, so a late signal makes the test stricter, never wrong.
+Interruption points are exact, not timed: the trainer stops itself (SIGSTOP) after a given step
+(TOLLGATE_PAUSE_AFTER_STEP, test-only), the test sends the signal to the stopped process and lets
+it continue, so a SIGKILL lands with no further step run and a SIGTERM is seen at the next check.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,11 @@ import torch
 
 from tollgate.training import exit_codes
 from tollgate.training.synthetic import write_parquet
-from tollgate.training.testing import Attempt, child_env, run_attempt, trainer_command
+from tollgate.training.testing import STARTED, Attempt, child_env, run_attempt, trainer_command
 
 pytestmark = pytest.mark.integration
 
 STEPS_PER_EPOCH, EPOCHS, EVERY = 75, 2, 10
-SLOW = {"TOLLGATE_STEP_DELAY_SECONDS": "0.02"}
 
 
 def _args(data: Path, run: Path, run_id: str) -> list[str]:
@@ -93,33 +91,33 @@ def test_sigterm_sigkill_and_corrupt_checkpoints_resume_bit_identical(
     args = _args(data, tmp_path, "interrupted")
 
     def attempt(n: int, **kw) -> Attempt:
-        return run_attempt(args, tmp_path / f"attempt{n}.log", env=SLOW, **kw)
+        return run_attempt(args, tmp_path / f"attempt{n}.log", **kw)
 
-    # 1. SIGTERM before the first periodic checkpoint: saved at once, nothing lost.
-    a1 = attempt(1, interrupt_at=5, sig=signal.SIGTERM)
+    # 1. SIGTERM before the first periodic checkpoint: saved at the next step, nothing lost.
+    a1 = attempt(1, pause_at=5, sig=signal.SIGTERM)
     assert a1.returncode == exit_codes.PREEMPTED, a1.tail()
     term_step, term_ckpt, _ = a1.preempted
-    assert term_step == a1.last_step and term_ckpt == f"ckpt-{term_step:08d}.pt"
+    assert term_step == a1.last_step == 6 and term_ckpt == "ckpt-00000006.pt"
 
     # 2. resumes exactly there; SIGKILL mid-interval: only the steps since the last checkpoint are lost.
-    a2 = attempt(2, interrupt_at=37, sig=signal.SIGKILL)
+    a2 = attempt(2, pause_at=37, sig=signal.SIGKILL)
     assert a2.resumed == (term_step, term_ckpt)
     assert a2.returncode == -signal.SIGKILL
     killed_at = a2.last_step
-    assert 37 <= killed_at < 40, "the kill landed after the next checkpoint; the test needs it before"
+    assert killed_at == 37
 
-    # 3. resumes from the last periodic checkpoint; SIGTERM at the epoch boundary.
-    a3 = attempt(3, interrupt_at=STEPS_PER_EPOCH, sig=signal.SIGTERM)
+    # 3. resumes from the last periodic checkpoint; SIGTERM at the epoch boundary (seen after the epoch).
+    a3 = attempt(3, pause_at=STEPS_PER_EPOCH, sig=signal.SIGTERM)
     assert a3.resumed == (30, "ckpt-00000030.pt")
     assert a3.returncode == exit_codes.PREEMPTED, a3.tail()
     boundary_step, boundary_ckpt, _ = a3.preempted
-    assert boundary_step == a3.last_step
+    assert boundary_step == a3.last_step == STEPS_PER_EPOCH
 
     # 4. resumes in epoch 2; SIGKILL again.
-    a4 = attempt(4, interrupt_at=113, sig=signal.SIGKILL)
+    a4 = attempt(4, pause_at=113, sig=signal.SIGKILL)
     assert a4.resumed == (boundary_step, boundary_ckpt)
     assert a4.returncode == -signal.SIGKILL
-    assert 113 <= a4.last_step < 120
+    assert a4.last_step == 113
 
     # 5. the newest checkpoints went bad while nobody ran: the newest is truncated (an interrupted
     #    copy), the one before has a flipped byte (bit rot). The resume falls back to the third.
@@ -161,7 +159,9 @@ def test_sigterm_sigkill_and_corrupt_checkpoints_resume_bit_identical(
 
 
 def test_sigterm_during_setup_exits_preempted_without_checkpoint(data: Path, tmp_path: Path) -> None:
-    """The notice can come before the first step (e.g. while reading data): exit 75 at once."""
+    """The notice can come before the first step (e.g. while importing torch and reading data): exit 75
+    at once. The signal goes right after the trainer's readiness line (its SIGTERM handler is installed),
+    before the seconds of imports and data loading that precede any step."""
     proc = subprocess.Popen(
         trainer_command(_args(data, tmp_path, "early")),
         stdout=subprocess.PIPE,
@@ -169,10 +169,14 @@ def test_sigterm_during_setup_exits_preempted_without_checkpoint(data: Path, tmp
         text=True,
         env=child_env(),
     )
-    time.sleep(1.0)  # inside imports / data loading: the handler is installed first thing
+    assert proc.stdout is not None
+    first = proc.stdout.readline().rstrip("\n")
+    assert STARTED.match(first), first
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    rest, err = proc.communicate(timeout=120)
+    out = first + "\n" + rest
     assert proc.returncode == exit_codes.PREEMPTED, err[-2000:]
     assert "TOLLGATE_PREEMPTED step=0 checkpoint=none" in out
+    assert "TOLLGATE_RESUMED" not in out  # stopped during set-up, before the checkpoint folder was read
     assert "TOLLGATE_PROGRESS" not in out
     assert not list((tmp_path / "checkpoints").glob("ckpt-*.pt"))

@@ -70,3 +70,16 @@ def test_only_reports_and_quarantine_are_served(client: TestClient):
 
 def test_anonymous_requests_are_refused(tmp_path: Path):
     assert TestClient(create_app(root=str(tmp_path))).get("/").status_code == 401
+
+
+def test_values_from_stored_files_are_escaped(tmp_path: Path):
+    """A stored outcome is data, not markup: a status or expectation name holding HTML shows as text."""
+    _stored(tmp_path, "2024-03-03", "ccc-333", {
+        "status": "<img src=x onerror=alert(1)>", "landed_rows": "<b>10</b>", "clean_rows": 0,
+        "quarantined_rows": 10, "batch_failures": {"<script>alert(2)</script>": "{}"},
+    })  # fmt: skip
+    app = create_app(root=str(tmp_path))
+    app.dependency_overrides[require_login] = lambda: "viewer"
+    page = TestClient(app).get("/").text
+    assert "<img" not in page and "<script>" not in page and "<b>10" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page and "&lt;script&gt;alert(2)&lt;/script&gt;" in page

@@ -1,20 +1,23 @@
 """The spot training pod, built offline by the KubernetesPodOperator's own code.
 
 No Kubernetes cluster exists here: pods are built with ``build_pod_request_obj(dry_run=True)`` and checked as
-the camelCase manifest the API server would receive. The one test of the re-entry path replaces the
-Kubernetes API (``hook.get_pod`` and the provider's pod watching) with a stand-in; nothing else is faked.
+the camelCase manifest the API server would receive. The tests of execute / re-entry run the provider's own
+KubernetesPodOperator code; only its Kubernetes hook is replaced, by one that answers from an in-memory
+stand-in of the API server (``FakeKubernetesApi``), because no API server can run here.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
+from kubernetes.client.exceptions import ApiException
 
 from tollgate.launch import ledger as ledgers
 from tollgate.launch.attempts import TrainingPreempted
@@ -41,6 +44,11 @@ class FakeTI:
     task_id: str = "train_kubernetes"
     map_index: int = -1
     task: object = None
+    start_date: object = None
+    xcoms: dict = field(default_factory=dict)
+
+    def xcom_push(self, key: str, value: object) -> None:  # the provider records the pod name this way
+        self.xcoms[key] = value
 
 
 def _context(try_number: int = 1) -> dict:
@@ -151,23 +159,111 @@ def test_on_demand_attempt_keeps_off_spot_nodes(tmp_path):
     assert pod["metadata"]["labels"]["tollgate.io/capacity"] == "on-demand"
 
 
-# ---- re-entry after the pod finished: classification against a stand-in Kubernetes API ------------
-class FakeHook:
-    def __init__(self, pod: k8s.V1Pod | None):
-        self.pod = pod
+# ---- the provider's own execute / trigger_reentry against a stand-in Kubernetes API -------------------
+class FakeKubernetesApi:
+    """Stands in for the Kubernetes API server, which does not exist here: the ``CoreV1Api`` calls that the
+    provider's KubernetesPodOperator and Tollgate make, over pods kept in memory.
 
-    def get_pod(self, name, namespace):
-        from kubernetes.client.exceptions import ApiException
+    A deleted pod stays listed, terminating, for ``terminating_lists`` more list calls (its trainer is still
+    saving a checkpoint); ``None`` keeps it forever (a node that lost contact). ``calls`` records the order.
+    """
 
-        if self.pod is None:
+    def __init__(self, pods: list[k8s.V1Pod] = (), terminating_lists: int | None = 1):
+        self.api_client = ApiClient()
+        self.pods = {p.metadata.name: p for p in pods}
+        self.terminating_lists = terminating_lists
+        self.terminating: dict[str, int | None] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    def _get(self, name: str) -> k8s.V1Pod:
+        if name not in self.pods:
             raise ApiException(status=404, reason="Not Found")
-        return self.pod
+        return self.pods[name]
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str = "", **_: object) -> k8s.V1PodList:
+        self.calls.append(("list", label_selector))
+        for name, left in list(self.terminating.items()):
+            if left is not None and left <= 0:
+                del self.pods[name], self.terminating[name]
+            elif left is not None:
+                self.terminating[name] = left - 1
+        wanted = [term for term in label_selector.split(",") if term]
+        return k8s.V1PodList(
+            items=[
+                p for p in self.pods.values()
+                if p.metadata.namespace == namespace and all(_matches(p, term) for term in wanted)
+            ]
+        )  # fmt: skip
+
+    def delete_namespaced_pod(self, name: str, namespace: str, **_: object) -> None:
+        self.calls.append(("delete", name))
+        self._get(name).metadata.deletion_timestamp = "2026-11-28T00:00:00Z"
+        self.terminating.setdefault(name, self.terminating_lists)
+
+    def create_namespaced_pod(self, namespace: str, body: dict, **_: object) -> k8s.V1Pod:
+        self.calls.append(("create", body["metadata"]["name"]))
+        self.terminating_at_create = sorted(self.terminating)  # deleted pods the API still listed then
+        pod = self.api_client._ApiClient__deserialize(body, "V1Pod")
+        pod.status = k8s.V1PodStatus(phase="Pending")
+        self.pods[pod.metadata.name] = pod
+        return pod
+
+    def read_namespaced_pod(self, name: str, namespace: str, **_: object) -> k8s.V1Pod:
+        return self._get(name)
+
+    def patch_namespaced_pod(self, name: str, namespace: str, body: dict, **_: object) -> k8s.V1Pod:
+        pod = self._get(name)
+        pod.metadata.labels = {**(pod.metadata.labels or {}), **body["metadata"]["labels"]}
+        return pod
+
+    def read_namespaced_pod_log(self, **_: object) -> list[bytes]:
+        return [b"TOLLGATE_PROGRESS step=1 epoch=1\n"]
+
+    def list_namespaced_event(self, **_: object) -> k8s.CoreV1EventList:
+        return k8s.CoreV1EventList(items=[])
 
 
-def _evicted_pod() -> k8s.V1Pod:
+def _matches(pod: k8s.V1Pod, term: str) -> bool:
+    labels = pod.metadata.labels or {}
+    if term.startswith("!"):
+        return term[1:] not in labels
+    if "!=" in term:
+        key, value = term.split("!=", 1)
+        return labels.get(key) != value
+    key, value = term.split("=", 1)
+    return labels.get(key) == value
+
+
+class FakeHook:
+    """The provider's KubernetesHook, answering from the stand-in API (the only thing replaced)."""
+
+    is_in_cluster = False
+
+    def __init__(self, api: FakeKubernetesApi):
+        self.core_v1_client = api
+
+    def get_pod(self, name: str, namespace: str) -> k8s.V1Pod:
+        return self.core_v1_client.read_namespaced_pod(name, namespace)
+
+    def get_namespace(self) -> str | None:
+        return None
+
+
+@pytest.fixture
+def kube(monkeypatch) -> FakeKubernetesApi:
+    api = FakeKubernetesApi()
+    monkeypatch.setattr(TrainingPodOperator, "hook", FakeHook(api))
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", '{"conn_type": "kubernetes"}')
+    return api
+
+
+def _pod(name: str, phase: str | None, run_id: str = "train-model-manual-2026-11-27t17-53-33-abc", **status):
     return k8s.V1Pod(
-        metadata=k8s.V1ObjectMeta(name="tollgate-train-x", namespace="ml-training"),
-        status=k8s.V1PodStatus(phase="Failed", reason="Evicted", message="The node was low on resource"),
+        metadata=k8s.V1ObjectMeta(
+            name=name, namespace="ml-training", labels={"tollgate.io/training-run-id": run_id}
+        ),
+        spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="trainer")]),
+        status=k8s.V1PodStatus(phase=phase, **status),
     )
 
 
@@ -177,30 +273,26 @@ def _oom_pod() -> k8s.V1Pod:
         name="trainer", image="x", image_id="x", ready=False, restart_count=0,
         state=k8s.V1ContainerState(terminated=terminated),
     )  # fmt: skip
-    return k8s.V1Pod(
-        metadata=k8s.V1ObjectMeta(name="tollgate-train-y", namespace="ml-training"),
-        status=k8s.V1PodStatus(phase="Failed", container_statuses=[status]),
-    )
+    return _pod("tollgate-train-x", "Failed", container_statuses=[status])
 
 
 @pytest.mark.parametrize(
     ("remote_pod", "raises", "outcome"),
     [
-        (_evicted_pod(), TrainingPreempted, "preempted"),
+        (_pod("tollgate-train-x", "Failed", reason="Evicted", message="The node was low on resource"),
+         TrainingPreempted, "preempted"),
         (None, TrainingPreempted, "preempted"),  # pod gone with its node
         (_oom_pod(), AirflowFailException, "failed"),  # failure budget 0 below: fail at once
     ],
-)
-def test_reentry_classifies_the_finished_pod(tmp_path, monkeypatch, remote_pod, raises, outcome):
+)  # fmt: skip
+def test_reentry_classifies_the_finished_pod(tmp_path, kube, remote_pod, raises, outcome):
+    """The provider's real trigger_reentry reads the pod, its logs and events, then raises for the failed
+    pod; the attempt is classified from the pod as the API returns it."""
+    if remote_pod is not None:
+        kube.pods[remote_pod.metadata.name] = remote_pod
     job = _job(tmp_path)
     plan = LaunchPlan(job=job, backend="kubernetes", budgets=Budgets(preemptions=5, failures=0))
     op = SpotTrainingPodOperator(task_id="train_kubernetes", plan=plan.to_dict())
-
-    def provider_reentry(self, context, event):  # what the provider does for a failed pod
-        raise AirflowException(f"Pod {event['name']} returned a failure.")
-
-    monkeypatch.setattr(KubernetesPodOperator, "trigger_reentry", provider_reentry)
-    monkeypatch.setattr(TrainingPodOperator, "hook", FakeHook(remote_pod))
     event = {"status": "failed", "name": "tollgate-train-x", "namespace": "ml-training", "message": "failed"}
     with pytest.raises(raises):
         op.trigger_reentry(_context(), event)
@@ -208,17 +300,25 @@ def test_reentry_classifies_the_finished_pod(tmp_path, monkeypatch, remote_pod, 
     assert record.outcome == outcome
     assert record.backend == "kubernetes"
     assert record.pod_name == "tollgate-train-x"
+    if remote_pod is not None:  # the failed pod is kept for debugging, marked so no retry reattaches to it
+        assert kube.pods["tollgate-train-x"].metadata.labels["already_checked"] == "True"
 
 
-def test_reentry_after_success_closes_the_attempt(tmp_path, monkeypatch):
+def test_reentry_after_success_closes_the_attempt_and_deletes_the_pod(tmp_path, kube):
+    terminated = k8s.V1ContainerStateTerminated(exit_code=0, reason="Completed")
+    status = k8s.V1ContainerStatus(
+        name="trainer", image="x", image_id="x", ready=False, restart_count=0,
+        state=k8s.V1ContainerState(terminated=terminated),
+    )  # fmt: skip
+    kube.pods["p"] = _pod("p", "Succeeded", container_statuses=[status])
     job = _job(tmp_path)
     op = SpotTrainingPodOperator(
         task_id="train_kubernetes", plan=LaunchPlan(job=job, backend="kubernetes").to_dict()
     )
-    monkeypatch.setattr(KubernetesPodOperator, "trigger_reentry", lambda self, context, event: None)
     summary = op.trigger_reentry(_context(), {"status": "success", "name": "p", "namespace": "ml-training"})
     assert summary["attempts"] == 1 and summary["preemptions"] == 0
     assert ledgers.load(job.checkpoint_uri, job.training_run_id).attempts[0].outcome == "succeeded"
+    assert ("delete", "p") in kube.calls  # succeeded pods are cleaned up
 
 
 def test_rbac_manifest_matches_the_defaults():
@@ -240,12 +340,11 @@ def test_rbac_manifest_matches_the_defaults():
     assert {"create", "get", "list", "watch", "patch", "delete"} <= set(pod_rule["verbs"])
 
 
-def test_execute_defers_and_the_last_attempt_goes_on_demand(tmp_path, monkeypatch):
-    """Two preemptions already spent a budget of 2: try 3 asks for on-demand capacity. The provider's pod
-    creation (which needs a cluster) is replaced by a dry-run build followed by the deferral it would do."""
-    from datetime import timedelta
-
-    from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+def test_execute_deletes_earlier_pods_waits_until_gone_then_goes_on_demand(tmp_path, kube):
+    """Two preemptions already spent a budget of 2: try 3 asks for on-demand capacity. Before it creates its
+    pod, the still-running pod of try 2 (same training run) is deleted and the new pod is created only once
+    the API no longer lists it; the failed pod of try 1 stays for debugging, another run's pod is untouched.
+    The provider's own execute creates the pod and defers."""
     from airflow.sdk.exceptions import TaskDeferred
 
     job = _job(tmp_path)
@@ -254,19 +353,23 @@ def test_execute_defers_and_the_last_attempt_goes_on_demand(tmp_path, monkeypatc
         led.begin(try_number=try_number, series=1, backend="kubernetes", capacity="spot", instance_type="x")
         led.find(try_number).finish(Classification(Outcome.PREEMPTED, "pod Evicted"))
     ledgers.save(job.checkpoint_uri, led)
-    built: list[dict] = []
+    for pod in (_pod("try-1", "Failed", reason="Evicted"), _pod("try-2", "Running"),
+                _pod("other-run", "Running", run_id="another-run")):  # fmt: skip
+        kube.pods[pod.metadata.name] = pod
 
-    def create_pod_and_defer(self, context):
-        built.append(pod_manifest(self.build_pod_request_obj(context, dry_run=True)))
-        raise TaskDeferred(trigger=TimeDeltaTrigger(timedelta(seconds=1)), method_name="trigger_reentry")
-
-    monkeypatch.setattr(KubernetesPodOperator, "execute", create_pod_and_defer)
     plan = LaunchPlan(job=job, backend="kubernetes", budgets=Budgets(preemptions=2, failures=1))
     op = SpotTrainingPodOperator(task_id="train_kubernetes", plan=plan.to_dict())
     with pytest.raises(TaskDeferred):
         op.execute(_context(try_number=3))
 
-    (pod,) = built
+    verbs = [verb for verb, _ in kube.calls]
+    assert ("delete", "try-2") in kube.calls and verbs.count("delete") == 1
+    created = [name for verb, name in kube.calls if verb == "create"]
+    assert len(created) == 1
+    assert kube.terminating_at_create == []  # created only once the old pod was gone
+    assert "try-2" not in kube.pods and {"try-1", "other-run"} <= set(kube.pods)
+
+    pod = pod_manifest(kube.pods[created[0]])
     assert pod["metadata"]["labels"]["tollgate.io/capacity"] == "on-demand"
     assert pod["metadata"]["labels"]["tollgate.io/try-number"] == "3"
     assert not pod["spec"].get("tolerations")
@@ -278,3 +381,21 @@ def test_execute_defers_and_the_last_attempt_goes_on_demand(tmp_path, monkeypatc
     )
     third = ledgers.load(job.checkpoint_uri, job.training_run_id).find(3)
     assert (third.outcome, third.capacity) == ("running", "on-demand")  # closed by trigger_reentry later
+
+
+def test_an_earlier_pod_that_does_not_go_away_blocks_the_new_one(tmp_path, kube):
+    """A pod on a node that lost contact stays listed after deletion: no second trainer is started, the
+    attempt fails with the reason (and is retried within the failure budget)."""
+    kube.terminating_lists = None
+    kube.pods["stuck"] = _pod("stuck", "Running")
+    job = _job(tmp_path)
+    plan = LaunchPlan(job=job, backend="kubernetes", budgets=Budgets(preemptions=2, failures=1))
+    op = SpotTrainingPodOperator(
+        task_id="train_kubernetes", plan=plan.to_dict(), earlier_pods_timeout_seconds=1
+    )
+    with pytest.raises(AirflowException):
+        op.execute(_context())
+    assert not [verb for verb, _ in kube.calls if verb == "create"]
+    (record,) = ledgers.load(job.checkpoint_uri, job.training_run_id).attempts
+    assert record.outcome == "failed"
+    assert "pod(s) stuck of training run" in record.reason and "still there after" in record.reason

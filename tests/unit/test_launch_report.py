@@ -61,3 +61,22 @@ def test_unknown_instance_type_names_the_fix():
 def test_the_default_instance_type_has_a_price():
     prices = INSTANCE_PRICES_USD_PER_HOUR[default_for("tollgate_training_instance_type")]
     assert 0 < prices["spot"] < prices["on_demand"]
+
+
+def test_a_stale_try_cannot_overwrite_the_attempts_ledger(tmp_path):
+    """A zombie try reporting after a newer try began is refused; the newer try's record stays."""
+    from tollgate.launch import ledger as ledgers
+
+    uri = str(tmp_path)
+    stale = ledgers.load(uri, "run-1")
+    old = stale.begin(try_number=1, series=1, backend="kubernetes", capacity="spot", instance_type="x")
+    ledgers.save(uri, stale, writer=old)
+    current = ledgers.load(uri, "run-1")
+    new = current.begin(try_number=2, series=1, backend="kubernetes", capacity="spot", instance_type="x")
+    ledgers.save(uri, current, writer=new)
+
+    old.finish(Classification(Outcome.SUCCEEDED, "pod succeeded", 0))
+    with pytest.raises(ledgers.StaleLedgerWrite, match=r"try 1 .* is stale: try 2 began after it"):
+        ledgers.save(uri, stale, writer=old)
+    kept = ledgers.load(uri, "run-1")
+    assert [(a.try_number, a.outcome) for a in kept.attempts] == [(1, "lost"), (2, "running")]

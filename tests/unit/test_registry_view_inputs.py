@@ -28,3 +28,18 @@ def test_an_unreadable_key_variable_trusts_no_key(monkeypatch):
     monkeypatch.setattr(Variable, "get", broken)
     settings = ui.view_settings("tollgate-ctr")
     assert settings["trusted_keys"] == ui.UNREADABLE and settings["decision_keys"] == ui.UNREADABLE
+
+
+def test_the_page_escapes_every_value_and_links_only_to_http():
+    row = {
+        "version": "3", "aliases": ["<b>x"], "unauthorised_aliases": [], "signature": "refused",
+        "problems": ["<script>alert(1)</script>"], "signer_key_id": None, "dataset_rev": "abc\"><i>",
+        "training_run_id": None, "metrics": {"auc": 0.5, "log_loss": None, "calibration_error": None},
+        "created": "now", "checked": None,
+        "links": {"model_version": "javascript:alert(3)", "training_run": 'http://m/?a=1&b="2'},
+    }  # fmt: skip
+    page = ui.render_page("<model>", [row])
+    assert "<script>" not in page and "<b>x" not in page and "<i>" not in page and "<model>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "abc&#34;&gt;&lt;i&gt;" in page
+    assert "javascript:" not in page  # a link that is not http(s) is left out
+    assert 'href="http://m/?a=1&amp;b=&#34;2"' in page

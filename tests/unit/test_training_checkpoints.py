@@ -65,3 +65,31 @@ def test_nothing_valid_means_fresh_start(tmp_path: Path) -> None:
     store.save(_state(10), step=10, epoch=0)
     (tmp_path / "ckpt-00000010.pt").unlink()
     assert store.restore_latest() is None
+
+
+def test_an_older_attempt_cannot_claim_save_or_write_the_ledger_after_a_newer_one(tmp_path: Path) -> None:
+    """Fencing by attempt number (the process-level test is tests/integration/test_training_fencing.py)."""
+    from tollgate.training.errors import StaleAttempt
+
+    old = CheckpointStore(str(tmp_path), keep=3)
+    old.claim(1)
+    old.save(_state(10), step=10, epoch=0)
+    old.write_ledger({"attempts": [{"attempt": 1}]})
+    new = CheckpointStore(str(tmp_path), keep=3)
+    new.claim(2)
+    new.write_ledger({"attempts": [{"attempt": 1}, {"attempt": 2}]})
+    frozen = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    with pytest.raises(StaleAttempt, match=r"may not write checkpoint ckpt-00000020\.pt: attempt 2"):
+        old.save(_state(20), step=20, epoch=0)
+    with pytest.raises(StaleAttempt, match="attempt 1 may not write the attempt ledger"):
+        old.write_ledger({"attempts": [{"attempt": 1}]})
+    with pytest.raises(StaleAttempt, match="attempt 1 may not claim"):
+        CheckpointStore(str(tmp_path)).claim(1)  # an older attempt that starts late
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == frozen
+
+    new.save(_state(20), step=20, epoch=0)  # the owner writes on; its manifest carries its number
+    assert json.loads((tmp_path / "manifest.json").read_text())["attempt"] == 2
+    (tmp_path / "fence.json").unlink()  # even without the fence file, the manifest's number fences
+    with pytest.raises(StaleAttempt):
+        old.save(_state(30), step=30, epoch=0)

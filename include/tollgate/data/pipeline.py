@@ -211,3 +211,31 @@ def version(
         log=log,
     )
     return {**result.as_extra(), "created": result.created, "report_uri": outcome.get("report_uri")}
+
+
+def publish_decision(
+    dataset: Mapping[str, Any], published_extras: Sequence[Mapping[str, Any]], *, republish: bool = False
+) -> tuple[bool, str]:
+    """Whether this run publishes the curated-dataset event for ``dataset``, and why.
+
+    ``published_extras``: the extras of the curated-dataset events Airflow already holds. One event per
+    version: a version some event names (same rev and data repository) is not published again unless
+    ``republish`` asks for it (a second event would only retrain the same data). A version that already
+    existed but that no event names was made by a run that ended before publishing (crash, cleared run):
+    this run publishes it, or nothing downstream would ever train on it.
+    """
+    rev, repo, tag = dataset["rev"], dataset.get("data_repo"), dataset.get("tag") or dataset["rev"]
+    named = [e for e in published_extras if e.get("rev") == rev and e.get("data_repo", repo) == repo]
+    if republish:
+        return True, f"Publishing {tag} ({rev}) again: Param republish is set."
+    if named:
+        return False, (
+            f"Version {tag} ({rev}) was published already ({len(named)} curated-dataset event(s) name it); "
+            "no new asset event. Trigger with Param republish=true to publish it again."
+        )
+    if dataset.get("created"):
+        return True, f"Publishing the new version {tag} ({rev})."
+    return True, (
+        f"Version {tag} ({rev}) already existed, but no curated-dataset event names it yet (the run that "
+        "made it ended before publishing): publishing it now."
+    )

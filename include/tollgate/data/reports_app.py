@@ -12,11 +12,12 @@ session cookie or a bearer token): reports quote rows of data.
 
 from __future__ import annotations
 
-import html
 import json
 import mimetypes
 from typing import Any
+from urllib.parse import quote
 
+import jinja2
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -64,46 +65,64 @@ def partitions(root: str) -> list[dict[str, Any]]:
     return found
 
 
-def _page(title: str, body: str) -> HTMLResponse:
-    style = (
-        "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1a202c}"
-        "table{border-collapse:collapse}td,th{border:1px solid #cbd5e0;padding:.3rem .6rem;text-align:left}"
-        ".rejected{color:#c53030;font-weight:600}.passed{color:#2f855a}.passed_with_quarantine{color:#b7791f}"
-    )
-    return HTMLResponse(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body><h2>{html.escape(title)}</h2>{body}</body></html>"
-    )
+# Every value goes through Jinja2's autoescape (partition names, statuses, expectation names and paths come
+# from stored files); nothing is put into HTML by string formatting.
+_HTML = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+_PAGE = _HTML.from_string(
+    """<!doctype html><html><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1a202c}
+table{border-collapse:collapse}td,th{border:1px solid #cbd5e0;padding:.3rem .6rem;text-align:left}
+.rejected{color:#c53030;font-weight:600}.passed{color:#2f855a}.passed_with_quarantine{color:#b7791f}</style>
+</head><body><h2>{{ title }}</h2>
+{% if root is not none %}<p>Storage root: <code>{{ root }}</code></p>{% endif %}
+{% if message %}<p>{{ message }}</p>{% endif %}
+{% if rows is not none %}{% if rows %}<table>
+<tr><th>partition</th><th>status</th><th>landed</th><th>clean</th><th>quarantined</th>
+<th>failed expectations</th><th>evidence</th></tr>
+{% for row in rows %}<tr>
+<td><a href="{{ base }}/dt/{{ row.partition | urlencode }}">{{ row.partition }}</a></td>
+<td class="{{ row.status }}">{{ row.status }}</td><td>{{ row.landed }}</td><td>{{ row.clean }}</td>
+<td>{{ row.quarantined }}</td>
+<td>{% for f in row.failed %}{{ f }}{% if not loop.last %}<br>{% endif %}{% endfor %}</td>
+<td>{% for label, href in row.links %}<a href="{{ href }}">{{ label }}</a>{% if not loop.last %} · {% endif %}
+{% endfor %}</td></tr>
+{% endfor %}</table>{% else %}<p>No partition has been through the gate yet.</p>{% endif %}{% endif %}
+</body></html>"""
+)
 
 
-def _table(rows: list[dict[str, Any]], base: str) -> str:
-    if not rows:
-        return "<p>No partition has been through the gate yet.</p>"
-    head = (
-        "<tr><th>partition</th><th>status</th><th>landed</th><th>clean</th><th>quarantined</th>"
-        "<th>failed expectations</th><th>evidence</th></tr>"
-    )
-    lines = []
-    for row in rows:
-        path = row["_path"]
-        failed = list(row.get("batch_failures") or {}) or [
-            f"{name}: {count}" for name, count in sorted((row.get("row_failures") or {}).items())
-        ]
-        links = [f"<a href='{base}/files/{path}/validation.json'>JSON</a>"]
-        if row.get("docs_uri"):
-            links.insert(0, f"<a href='{base}/files/{path}/data_docs/index.html'>Data Docs</a>")
-        if row.get("quarantine_uri"):
-            quarantine = path.replace("reports/", "quarantine/", 1)
-            links.append(f"<a href='{base}/files/{quarantine}/reasons.json'>quarantine reasons</a>")
-        status = html.escape(str(row.get("status")))
-        lines.append(
-            f"<tr><td><a href='{base}/dt/{row['partition']}'>{row['partition']}</a></td>"
-            f"<td class='{status}'>{status}</td><td>{row.get('landed_rows')}</td>"
-            f"<td>{row.get('clean_rows')}</td>"
-            f"<td>{row.get('quarantined_rows')}</td><td>{'<br>'.join(html.escape(f) for f in failed)}</td>"
-            f"<td>{' · '.join(links)}</td></tr>"
-        )
-    return f"<table>{head}{''.join(lines)}</table>"
+def _page(
+    title: str, *, rows: list[dict[str, Any]] | None = None, base: str = ".", root: str | None = None,
+    message: str = "",
+) -> HTMLResponse:  # fmt: skip
+    shown = None if rows is None else [_table_row(row, base) for row in rows]
+    return HTMLResponse(_PAGE.render(title=title, rows=shown, base=base, root=root, message=message))
+
+
+SAFE = "/="  # path characters kept as they are in links (report folders are named dt=YYYY-MM-DD)
+
+
+def _table_row(row: dict[str, Any], base: str) -> dict[str, Any]:
+    path = row["_path"]
+    where = quote(path, safe=SAFE)
+    failed = list(row.get("batch_failures") or {}) or [
+        f"{name}: {count}" for name, count in sorted((row.get("row_failures") or {}).items())
+    ]
+    links = [("JSON", f"{base}/files/{where}/validation.json")]
+    if row.get("docs_uri"):
+        links.insert(0, ("Data Docs", f"{base}/files/{where}/data_docs/index.html"))
+    if row.get("quarantine_uri"):
+        quarantine = path.replace("reports/", "quarantine/", 1)
+        links.append(("quarantine reasons", f"{base}/files/{quote(quarantine, safe=SAFE)}/reasons.json"))
+    return {
+        "partition": str(row.get("partition")),
+        "status": str(row.get("status")),
+        "landed": row.get("landed_rows"),
+        "clean": row.get("clean_rows"),
+        "quarantined": row.get("quarantined_rows"),
+        "failed": failed,
+        "links": links,
+    }
 
 
 def _run_partition(dag_id: str, run_id: str) -> str | None:
@@ -129,23 +148,20 @@ def create_app(root: str | None = None) -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
         the_root = current_root()
-        return _page(
-            "Data quality reports",
-            f"<p>Storage root: <code>{html.escape(the_root)}</code></p>" + _table(partitions(the_root), "."),
-        )
+        return _page("Data quality reports", rows=partitions(the_root), base=".", root=the_root)
 
     @app.get("/dt/{partition}", response_class=HTMLResponse)
     def partition_view(partition: str) -> HTMLResponse:
         rows = [row for row in partitions(current_root()) if row["partition"] == partition]
         if not rows:
             raise HTTPException(404, f"No gate report for dt={partition} under {current_root()}.")
-        return _page(f"dt={partition}", _table(rows, ".."))
+        return _page(f"dt={partition}", rows=rows, base="..")
 
     @app.get("/run")
     def run_view(dag_id: str, run_id: str) -> Response:
         partition = _run_partition(dag_id, run_id)
         if partition is None:
-            return _page("Data quality report", "<p>This run has not located a partition (yet).</p>")
+            return _page("Data quality report", message="This run has not located a partition (yet).")
         return RedirectResponse(f"dt/{partition}")
 
     @app.get("/files/{path:path}")

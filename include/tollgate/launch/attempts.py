@@ -87,7 +87,7 @@ def begin_attempt(context: Mapping[str, Any], plan: LaunchPlan, log: Callable[[s
     interruption = plan.interruption_for(before.attempts) if plan.backend == "local" else None
     if interruption:
         record.interruption = interruption.describe()
-    ledgers.save(job.checkpoint_uri, ledger)
+    ledgers.save(job.checkpoint_uri, ledger, writer=record)
     env = airflow_env(
         dag_id=ti.dag_id,
         run_id=ti.run_id,
@@ -115,7 +115,7 @@ def end_attempt(
 ) -> dict[str, Any]:
     """Close the attempt in the ledger and act on the decision: return on success, raise otherwise."""
     attempt.record.finish(classification, **facts)
-    ledgers.save(attempt.job.checkpoint_uri, attempt.ledger)
+    ledgers.save(attempt.job.checkpoint_uri, attempt.ledger, writer=attempt.record)
     tally = attempt.ledger.tally(attempt.record.series)
     decision: Decision = decide(classification, tally, attempt.budgets)
     log(

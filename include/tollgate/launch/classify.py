@@ -62,6 +62,13 @@ def classify_exit(exit_code: int | None, *, interrupted: bool = False) -> Classi
         )
     if exit_code == exit_codes.BAD_INPUT:
         return _bad_input(exit_code)
+    if exit_code == exit_codes.SUPERSEDED:
+        return Classification(
+            Outcome.FAILED,
+            "a newer attempt of this training run took over its checkpoint folder; this attempt stopped "
+            "without writing (exit 3)",
+            exit_code,
+        )
     return Classification(Outcome.FAILED, f"trainer failed with exit code {exit_code}", exit_code)
 
 

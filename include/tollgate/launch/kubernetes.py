@@ -6,13 +6,19 @@ managed node groups ``eks.amazonaws.com/capacityType: SPOT`` and GKE ``cloud.goo
 clusters commonly put on such nodes. An on-demand attempt (the last one, when the preemption budget is
 nearly spent) keeps off all of them. Failed pods are kept for debugging; each try gets a fresh pod.
 
+Before a try creates its pod, :func:`remove_earlier_pods` deletes every unfinished pod of the same training
+run (label ``tollgate.io/training-run-id``) and waits until the API server no longer lists them, so two
+trainers never write one checkpoint folder. A pod that does not go away (its node unreachable) stops the
+try instead; the trainer's attempt fencing (``training/checkpoints.py``) is the second line behind this.
+
 This module imports the Kubernetes client (seconds of import time): DAG files never import it; the DAG's
 ``operators.SpotTrainingPodOperator`` loads it when the task runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -31,6 +37,11 @@ SPOT_NODE_LABELS: tuple[tuple[str, str], ...] = (
 )
 GPU_RESOURCE = "nvidia.com/gpu"
 CONTAINER_NAME = "trainer"
+TRAINING_RUN_LABEL = "tollgate.io/training-run-id"
+FINISHED_PHASES = frozenset({"Succeeded", "Failed"})  # no container runs: cannot write any more
+# Seconds to wait for deleted pods beyond their termination grace (kubelet and API server round trips).
+POD_GONE_MARGIN_SECONDS = 30
+POD_GONE_POLL_SECONDS = 1.0
 
 
 def spot_affinity(on_demand: bool = False) -> k8s.V1Affinity:
@@ -84,7 +95,7 @@ def pod_labels(job: TrainingJob, context: Mapping[str, Any] | None = None) -> di
         "app.kubernetes.io/name": "tollgate-trainer",
         "app.kubernetes.io/part-of": "tollgate",
         "app.kubernetes.io/managed-by": "airflow",
-        "tollgate.io/training-run-id": job.training_run_id,
+        TRAINING_RUN_LABEL: job.training_run_id,
         "tollgate.io/capacity": job.capacity,
     }
     if context:
@@ -106,6 +117,56 @@ def env_vars(job: TrainingJob) -> list[k8s.V1EnvVar]:
         env["MLFLOW_TRACKING_URI"] = job.mlflow_uri
     env["PYTHONUNBUFFERED"] = "1"
     return [k8s.V1EnvVar(name=name, value=str(value)) for name, value in sorted(env.items())]
+
+
+class EarlierPodsStillRunning(RuntimeError):
+    """Pods of an earlier try were deleted but are still there: starting another would add a second writer."""
+
+
+def remove_earlier_pods(
+    client: Any,
+    job: TrainingJob,
+    *,
+    log: Callable[[str], Any] = print,
+    wait_seconds: float | None = None,
+    poll_seconds: float = POD_GONE_POLL_SECONDS,
+) -> list[str]:
+    """Delete the unfinished pods of ``job``'s training run and return once the API server has none of them.
+
+    ``client`` is a ``CoreV1Api``. Pods that finished (Succeeded/Failed) stay for debugging. A deleted pod
+    gets its own termination grace (its trainer saves a checkpoint on SIGTERM); one still listed after
+    ``wait_seconds`` (default: the pod grace + a margin) raises :class:`EarlierPodsStillRunning`.
+    """
+    selector = f"{TRAINING_RUN_LABEL}={sanitize_label_value(job.training_run_id)}"
+
+    def listed() -> list[k8s.V1Pod]:
+        return list(client.list_namespaced_pod(namespace=job.namespace, label_selector=selector).items)
+
+    live = [p for p in listed() if (p.status.phase if p.status else None) not in FINISHED_PHASES]
+    names = sorted(p.metadata.name for p in live)
+    for name in names:
+        log(f"Deleting pod {job.namespace}/{name} of an earlier try of training run {job.training_run_id}")
+        try:
+            client.delete_namespaced_pod(name=name, namespace=job.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    wait = job.pod_grace_seconds + POD_GONE_MARGIN_SECONDS if wait_seconds is None else wait_seconds
+    deadline = time.monotonic() + wait
+    while names:
+        remaining = sorted({p.metadata.name for p in listed()} & set(names))
+        if not remaining:
+            log(f"Earlier pods gone: {', '.join(names)}")
+            break
+        if time.monotonic() >= deadline:
+            raise EarlierPodsStillRunning(
+                f"pod(s) {', '.join(remaining)} of training run {job.training_run_id} in namespace "
+                f"{job.namespace} were deleted but are still there after {wait:g} s (node unreachable?). "
+                "Not starting a second trainer on the same checkpoints; the task retries. Once you know the "
+                "node is gone, `kubectl delete pod --force --grace-period=0` removes them."
+            )
+        time.sleep(poll_seconds)
+    return names
 
 
 def pod_manifest(pod: k8s.V1Pod) -> dict[str, Any]:

@@ -131,7 +131,28 @@ def load(checkpoint_uri: str, training_run_id: str) -> AttemptLedger:
     return ledger
 
 
-def save(checkpoint_uri: str, ledger: AttemptLedger) -> None:
+class StaleLedgerWrite(RuntimeError):
+    """A try wrote the ledger after a newer try of the same training run had begun."""
+
+
+def save(checkpoint_uri: str, ledger: AttemptLedger, writer: AttemptRecord | None = None) -> None:
+    """Store ``ledger``; with ``writer`` (the try that writes), refuse when a newer try has begun since.
+
+    A try Airflow gave up on (a zombie worker) that reports late would otherwise replace the ledger with its
+    older copy and erase the newer try's record. The check and the write hold the folder's writer lock
+    (local folders; on S3 they are two requests).
+    """
     from tollgate.storage import Folder
 
-    Folder(checkpoint_uri).write(LEDGER_NAME, json.dumps(ledger.to_dict(), indent=2).encode())
+    storage = Folder(checkpoint_uri)
+    with storage.locked():
+        if writer is not None and storage.exists(LEDGER_NAME):
+            stored = AttemptLedger.from_dict(json.loads(storage.read(LEDGER_NAME)))
+            newest = max((a.try_number for a in stored.attempts), default=0)
+            if newest > writer.try_number:
+                raise StaleLedgerWrite(
+                    f"try {writer.try_number} (attempt {writer.attempt}) of training run "
+                    f"{ledger.training_run_id} is stale: try {newest} began after it, so its record in "
+                    f"{checkpoint_uri}/{LEDGER_NAME} is not written. The newer try owns the run."
+                )
+        storage.write(LEDGER_NAME, json.dumps(ledger.to_dict(), indent=2).encode())

@@ -72,20 +72,28 @@ class SpotTrainingPodOperator(BaseOperator):
     """Run one attempt of ``plan``'s job as a spot pod (deferrable KubernetesPodOperator).
 
     Each try opens an attempt in the ledger, renders the pod from the job (on-demand when the preemption
-    budget is nearly spent), defers while the pod runs, and on re-entry classifies the finished pod as
-    success, preemption or failure. ``pod_options`` go to the KubernetesPodOperator (e.g.
-    ``kubernetes_conn_id``, ``in_cluster``, ``config_file``, ``startup_timeout_seconds``).
+    budget is nearly spent), deletes the unfinished pods of earlier tries of the same training run and waits
+    until they are gone (at most ``earlier_pods_timeout_seconds``, default the pod grace + 30 s), defers while
+    the pod runs, and on re-entry classifies the finished pod as success, preemption or failure.
+    ``pod_options`` go to the KubernetesPodOperator (e.g. ``kubernetes_conn_id``, ``in_cluster``,
+    ``config_file``, ``startup_timeout_seconds``).
     """
 
     template_fields: Sequence[str] = ("plan",)
     ui_color = "#d5e8f7"
 
     def __init__(
-        self, *, plan: Mapping[str, Any] | Any, pod_options: Mapping[str, Any] | None = None, **kwargs: Any
+        self,
+        *,
+        plan: Mapping[str, Any] | Any,
+        pod_options: Mapping[str, Any] | None = None,
+        earlier_pods_timeout_seconds: float | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.plan = plan
         self.pod_options = dict(pod_options or {})
+        self.earlier_pods_timeout_seconds = earlier_pods_timeout_seconds
         self._pod_operator: TrainingPodOperator | None = None
 
     def pod_operator(self, job: TrainingJob, context: Mapping[str, Any] | None = None) -> TrainingPodOperator:
@@ -100,10 +108,16 @@ class SpotTrainingPodOperator(BaseOperator):
         from airflow.sdk.bases.operator import ExecutorSafeguard
         from airflow.sdk.exceptions import TaskDeferred
 
+        from tollgate.launch.kubernetes import remove_earlier_pods
+
         attempt = begin_attempt(context, LaunchPlan.from_dict(self.plan), self.log.info)
         pod: TrainingPodOperator | None = None
         try:
             self._pod_operator = pod = self.pod_operator(attempt.job, context)
+            # One writer per checkpoint folder: pods of earlier tries are gone before this one is created.
+            remove_earlier_pods(
+                pod.client, attempt.job, log=self.log.info, wait_seconds=self.earlier_pods_timeout_seconds
+            )
             token = ExecutorSafeguard.tracker.set(pod)  # run by this task, not "outside the task runner"
             try:
                 pod.execute(context)  # creates the pod, then defers to the triggerer (-> trigger_reentry)

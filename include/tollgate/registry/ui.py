@@ -13,18 +13,20 @@ server from ``MLFLOW_TRACKING_URI``.
 
 from __future__ import annotations
 
-import html
 import re
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
+import jinja2
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse
 
+from tollgate.registry.view_cache import VerificationCache, verification_key
+
 KEY_METRICS = ("auc", "log_loss", "calibration_error")
-MAX_VERSIONS = 20  # newest first; each is verified (downloaded and checked) on every page load
+MAX_VERSIONS = 20  # newest first
+VERIFIED = VerificationCache()  # this process's verification results, by what decides them (view_cache.py)
 
 
 async def airflow_user(request: Request) -> Any:
@@ -126,9 +128,12 @@ def version_rows(settings: dict[str, str] | None = None) -> list[dict[str, Any]]
         if trusted is None:
             check = {"ok": False, "problems": [key_problem], "provenance": None, "signer_key_id": None}
         else:
-            check = verify_model_version(
-                name, version.version, trusted, client=client, deadline_s=20
-            ).to_dict()
+            check = VERIFIED.get_or_verify(
+                verification_key(client, version, settings["trusted_keys"]),
+                lambda number=version.version: verify_model_version(
+                    name, number, trusted, client=client, deadline_s=20
+                ).to_dict(),
+            )
         authorisation = _champion_authorisation(name, version, check, decision_keys, key_problem)
         predicate = (check.get("provenance") or {}).get("predicate", {})
         metrics = predicate.get("metrics") or {}
@@ -150,6 +155,10 @@ def version_rows(settings: dict[str, str] | None = None) -> list[dict[str, Any]]
                 "signature": "verified" if check["ok"] else "refused",
                 "problems": check["problems"],
                 "signer_key_id": check.get("signer_key_id"),
+                "checked_at": check.get("checked_at"),  # when this result was computed (reused until then)
+                "checked": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(check["checked_at"]))
+                if check.get("checked_at")
+                else None,
                 "dataset_rev": version.tags.get(names.TAG_DATASET_REV),
                 "training_run_id": version.tags.get(names.TAG_TRAINING_RUN_ID),
                 "metrics": {k: metrics.get(k) for k in KEY_METRICS},
@@ -187,76 +196,55 @@ def _champion_authorisation(
     return {"ok": result.ok, "by": result.predicate.get("decided_by"), "problems": result.problems}
 
 
-def _fmt(value: Any) -> str:
-    return (
-        f"{value:.4f}" if isinstance(value, float) else html.escape(str(value if value is not None else "-"))
-    )
+# Every value goes through Jinja2's autoescape; nothing is put into HTML by string formatting.
+_HTML = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+_HTML.filters["fmt"] = lambda v: f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else v)
+_PAGE = _HTML.from_string(
+    """<!doctype html>
+<html><head><meta charset="utf-8"><title>Tollgate model registry</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 1.5rem; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid #ddd; padding: .4rem .6rem; text-align: left; vertical-align: top; }
+.ok { color: #137333; font-weight: 600; } .bad { color: #b3261e; font-weight: 600; }
+small { color: #555; }
+</style></head>
+<body><h2>Model registry: {{ name }}</h2>
+<p>Every version's files are checked against its signature and the trusted keys; a check is reused while the
+signature, the stored files' names and sizes, the tags and the keys are unchanged (at most {{ ttl }} s).</p>
+<table><thead><tr>{% for h in headers %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
+{%- for row in rows %}
+<tr data-version="{{ row.version }}">
+<td>{{ row.version }}</td>
+<td>{{ row.aliases | join(", ") or "-" }}
+{%- for alias in row.unauthorised_aliases %}<br>
+<span class="bad">&#10008; {{ alias }} UNAUTHORISED: no valid approval attestation</span>{% endfor %}</td>
+<td>{% if row.signature == "verified" -%}
+<span class="ok">&#10004; verified</span><br><small>key {{ (row.signer_key_id or "")[:16] }}</small>
+{%- else -%}
+<span class="bad">&#10008; refused</span><br>
+<small>{% for p in row.problems %}{{ p }}{% if not loop.last %}<br>{% endif %}{% endfor %}</small>
+{%- endif %}{% if row.checked %}<br><small>checked {{ row.checked }}</small>{% endif %}</td>
+<td><code>{{ row.dataset_rev | fmt }}</code></td>
+<td>{{ row.training_run_id | fmt }}</td>
+{%- for k in metrics %}<td>{{ row.metrics[k] | fmt }}</td>{% endfor %}
+<td>{{ row.created }}</td>
+<td>{% for label, key in (("MLflow version", "model_version"), ("training run", "training_run")) -%}
+{% if (row.links.get(key) or "").startswith(("http://", "https://")) %}
+<a href="{{ row.links[key] }}" target="_blank" rel="noopener">{{ label }}</a> {% endif %}
+{%- endfor %}
+<a href="api/versions/{{ row.version | urlencode }}/lineage?model={{ name | urlencode }}">lineage</a></td>
+</tr>
+{%- else %}
+<tr><td colspan="{{ headers | length }}">No versions registered yet.</td></tr>
+{%- endfor %}
+</tbody></table></body></html>"""
+)
+HEADERS = ("Version", "Aliases", "Signature", "Dataset rev", "Training run", *KEY_METRICS, "Created", "Links")
 
 
 def render_page(name: str, rows: list[dict[str, Any]]) -> str:
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in (
-            "Version",
-            "Aliases",
-            "Signature",
-            "Dataset rev",
-            "Training run",
-            *KEY_METRICS,
-            "Created",
-            "Links",
-        )
-    )
-    body = []
-    for row in rows:
-        ok = row["signature"] == "verified"
-        status = (
-            '<span class="ok">&#10004; verified</span><br>'
-            f"<small>key {_fmt((row['signer_key_id'] or '')[:16])}</small>"
-            if ok
-            else '<span class="bad">&#10008; refused</span><br><small>'
-            + "<br>".join(_fmt(p) for p in row["problems"])
-            + "</small>"
-        )
-        links = " ".join(
-            f'<a href="{html.escape(url)}" target="_blank" rel="noopener">{html.escape(label)}</a>'
-            for label, url in (
-                ("MLflow version", row["links"].get("model_version")),
-                ("training run", row["links"].get("training_run")),
-            )
-            if url
-        )
-        links += f' <a href="api/versions/{_fmt(row["version"])}/lineage?model={quote(name)}">lineage</a>'
-        cells = [
-            _fmt(row["version"]),
-            (", ".join(_fmt(a) for a in row["aliases"]) or "-")
-            + "".join(
-                f'<br><span class="bad">&#10008; {_fmt(a)} UNAUTHORISED: no valid approval attestation</span>'
-                for a in row.get("unauthorised_aliases", [])
-            ),
-            status,
-            f"<code>{_fmt(row['dataset_rev'])}</code>",
-            _fmt(row["training_run_id"]),
-            *(_fmt(row["metrics"][k]) for k in KEY_METRICS),
-            _fmt(row["created"]),
-            links,
-        ]
-        body.append(
-            f'<tr data-version="{_fmt(row["version"])}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-        )
-    table = "".join(body) or f'<tr><td colspan="{6 + len(KEY_METRICS)}">No versions registered yet.</td></tr>'
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Tollgate model registry</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5rem; }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ border-bottom: 1px solid #ddd; padding: .4rem .6rem; text-align: left; vertical-align: top; }}
-.ok {{ color: #137333; font-weight: 600; }} .bad {{ color: #b3261e; font-weight: 600; }}
-small {{ color: #555; }}
-</style></head>
-<body><h2>Model registry: {html.escape(name)}</h2>
-<p>Every version's files are checked against its signature and the trusted keys each time this page loads.</p>
-<table><thead><tr>{head}</tr></thead><tbody>{table}</tbody></table></body></html>"""
+    return _PAGE.render(name=name, rows=rows, headers=HEADERS, metrics=KEY_METRICS, ttl=int(VERIFIED.ttl_s))
 
 
 def create_app(require_user: Callable[..., Any] = airflow_user) -> FastAPI:

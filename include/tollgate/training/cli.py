@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
 from tollgate.storage import UnsupportedLocation
 from tollgate.training import exit_codes
-from tollgate.training.errors import BadInput, Preempted
+from tollgate.training.errors import BadInput, Preempted, StaleAttempt
 from tollgate_torch.folder import UnsupportedLocation as UnsupportedFolder
 
 
@@ -18,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     # Handle SIGTERM from the first moment (the grace period is set once the arguments are read).
     guard = PreemptionGuard(grace_seconds=30.0)
     guard.install()
+    # Readiness line: from here a SIGTERM is the spot notice, handled (tests wait for it, never sleep).
+    print(f"TOLLGATE_STARTED pid={os.getpid()}", flush=True)
     trainer = None
     try:
         settings = parse(argv)
@@ -35,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         with guard.deferred():
             _report_preemption(trainer)
         return exit_codes.PREEMPTED
+    except StaleAttempt as exc:  # a newer attempt owns the checkpoints: leave the ledger and MLflow to it
+        print(f"tollgate.training: stopped: {exc}", file=sys.stderr, flush=True)
+        return exit_codes.SUPERSEDED
     except (BadInput, UnsupportedLocation, UnsupportedFolder) as exc:  # an unsupported URI is bad input
         print(f"tollgate.training: bad input: {exc}", file=sys.stderr, flush=True)
         _close(trainer, "bad_input", "FAILED")

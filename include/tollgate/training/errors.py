@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tollgate_torch import BadInput, Preempted
+from tollgate_torch import BadInput, Preempted, StaleAttempt
 
-__all__ = ["BadInput", "Preempted"]
+__all__ = ["BadInput", "Preempted", "StaleAttempt"]

@@ -15,9 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PAUSE_ENV = "TOLLGATE_PAUSE_AFTER_STEP"  # trainer.PAUSE_AFTER_STEP_ENV (not imported: it loads torch)
 PROGRESS = re.compile(r"^TOLLGATE_PROGRESS step=(\d+) epoch=(\d+)$")
 RESUMED = re.compile(r"^TOLLGATE_RESUMED from_step=(\d+) checkpoint=(\S+)$")
 PREEMPTED = re.compile(r"^TOLLGATE_PREEMPTED step=(\d+) checkpoint=(\S+) save_seconds=([\d.]+)$")
+PAUSED = re.compile(r"^TOLLGATE_PAUSED step=(\d+)$")
+STARTED = re.compile(r"^TOLLGATE_STARTED pid=(\d+)$")
 
 
 @dataclass
@@ -76,9 +79,14 @@ def run_attempt(
     interrupt_at: int | None = None,
     sig: signal.Signals = signal.SIGTERM,
     timeout: float = 300,
+    pause_at: int | None = None,
 ) -> Attempt:
-    """Run one attempt; when ``interrupt_at`` is given, send ``sig`` once that step is reported."""
-    full_env = child_env(env)
+    """Run one attempt; when ``interrupt_at`` is given, send ``sig`` once that step is reported.
+
+    ``pause_at``: the trainer stops itself after that step (and its checkpoint); ``sig`` is sent to the
+    stopped process, then SIGCONT. With SIGKILL that is an exact kill point: no step runs after it.
+    """
+    full_env = child_env({**(env or {}), **({PAUSE_ENV: str(pause_at)} if pause_at else {})})
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w+") as err:
         proc = subprocess.Popen(
@@ -92,6 +100,10 @@ def run_attempt(
         for raw in proc.stdout:
             line = raw.rstrip("\n")
             lines.append(line)
+            if pause_at is not None and PAUSED.match(line):
+                proc.send_signal(sig)
+                sent_at = time.monotonic()
+                proc.send_signal(signal.SIGCONT)
             if m := PROGRESS.match(line):
                 steps.append(int(m[1]))
                 if interrupt_at is not None and sent_at is None and int(m[1]) >= interrupt_at:

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -42,6 +43,9 @@ EVAL_BATCH = 8192
 # Seconds to sleep after each step: only for tests and demos that inject an interruption at a
 # given step of a tiny dataset (real training never sets it).
 STEP_DELAY_ENV = "TOLLGATE_STEP_DELAY_SECONDS"
+# Tests only: after this step (and its checkpoint, if one is due) print TOLLGATE_PAUSED and stop the
+# process (SIGSTOP), so a test can kill it, or let a newer attempt take over, at an exact point.
+PAUSE_AFTER_STEP_ENV = "TOLLGATE_PAUSE_AFTER_STEP"
 
 
 def configure_determinism() -> torch.device:
@@ -182,6 +186,11 @@ class Trainer:
         }
 
     # -- ledger of attempts (for steps_redone and the spot report) ------------------------------
+    def _claim_folder(self) -> None:
+        """Own the checkpoint folder before reading it; from now on an older attempt's writes are refused."""
+        given = self.s.airflow.get("TOLLGATE_ATTEMPT")
+        self.store.claim(int(given) if given else len(self.store.read_ledger()["attempts"]) + 1)
+
     def _open_attempt(self, resumed_from: str | None) -> None:
         self.ledger = self.store.read_ledger()
         attempts = self.ledger["attempts"]
@@ -191,9 +200,8 @@ class Trainer:
                 previous["highest_step"] = max(int(previous["highest_step"]), reached)
             if previous.get("outcome") == "running":
                 previous["outcome"] = "killed"  # ended without a word: SIGKILL, node loss, OOM kill
-        number = int(self.s.airflow.get("TOLLGATE_ATTEMPT") or len(attempts) + 1)
         self.progress.attempt = {
-            "attempt": number,
+            "attempt": self.store.attempt,
             "started_at": datetime.now(UTC).isoformat(),
             "resumed_from": resumed_from,
             "resumed_from_step": self.progress.step,
@@ -333,6 +341,7 @@ class Trainer:
         s, bs = self.s, self.s.batch_size
         rows, started = 0, time.perf_counter()
         delay = float(os.environ.get(STEP_DELAY_ENV) or 0.0)
+        pause_after = int(os.environ.get(PAUSE_AFTER_STEP_ENV) or 0)
         self.model.train()
         with self.guard.deferred():
             while self.epoch < s.epochs:
@@ -362,6 +371,9 @@ class Trainer:
                         self._preempt()
                     if self.progress.step % s.checkpoint_every == 0:
                         self._checkpoint()
+                    if self.progress.step == pause_after:
+                        say(f"TOLLGATE_PAUSED step={self.progress.step}")
+                        os.kill(os.getpid(), signal.SIGSTOP)
                 metrics, _ = self._evaluate()
                 self.tracker.log_step(
                     self.progress.step,
@@ -387,6 +399,8 @@ class Trainer:
     # -- publishing -----------------------------------------------------------------------------
     def _publish(self, result: dict[str, Any]) -> None:
         """Model files first, result.json last: a reader that sees result.json sees a complete model."""
+        with self.store.storage.locked():
+            self.store.check_owner(f"publish the model to {self.s.output_uri}")
         out = Folder(self.s.output_uri)
         with tempfile.TemporaryDirectory(prefix="tollgate-model-") as tmp:
             folder = Path(tmp)
@@ -411,6 +425,7 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         s = self.s
+        self._claim_folder()
         self._prepare()
         self._last_saved_step = -1
         resumed_from = self._resume()
