@@ -47,7 +47,7 @@ from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, dag, task
 
-from tollgate.assets import CURATED_DATASET, LANDING_IMPRESSIONS
+from tollgate.assets import CURATED_DATASET, LANDING_IMPRESSIONS, watched_landing
 
 log = logging.getLogger("tollgate.dataset_ingest")
 
@@ -63,7 +63,7 @@ def _settings() -> Any:
 
 @dag(
     schedule=AssetOrTimeSchedule(
-        timetable=CronDataIntervalTimetable("@daily", timezone="UTC"), assets=LANDING_IMPRESSIONS
+        timetable=CronDataIntervalTimetable("@daily", timezone="UTC"), assets=watched_landing()
     ),
     start_date=datetime(2024, 1, 1),
     catchup=False,
