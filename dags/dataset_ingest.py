@@ -47,9 +47,12 @@ from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, dag, task
 
-from tollgate.assets import CURATED_DATASET, LANDING_IMPRESSIONS, watched_landing
+from tollgate.assets import CURATED_DATASET, watched_landing
 
 log = logging.getLogger("tollgate.dataset_ingest")
+# With an AssetWatcher on the landing bucket's SQS queue when TOLLGATE_LANDING_QUEUE_URL is set (the same
+# object in the schedule and the outlet: Airflow keeps the watchers of the last one it collects).
+LANDING_IMPRESSIONS = watched_landing()
 
 default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seconds=30)}
 
@@ -63,7 +66,7 @@ def _settings() -> Any:
 
 @dag(
     schedule=AssetOrTimeSchedule(
-        timetable=CronDataIntervalTimetable("@daily", timezone="UTC"), assets=watched_landing()
+        timetable=CronDataIntervalTimetable("@daily", timezone="UTC"), assets=LANDING_IMPRESSIONS
     ),
     start_date=datetime(2024, 1, 1),
     catchup=False,

@@ -95,6 +95,8 @@ def _watchers_at_parse(env: dict[str, str]) -> list:
         "dag = bag.dags['dataset_ingest']\n"
         "cond = dag.timetable.asset_condition\n"
         "assets = [cond] if hasattr(cond, 'watchers') else [a for _, a in cond.iter_assets()]\n"
+        "outlets = [o for t in dag.tasks for o in t.outlets if getattr(o, 'name', '') == cond.name]\n"
+        "assert all(o.watchers == cond.watchers for o in outlets), 'an outlet would drop the watcher'\n"
         "print(json.dumps([[w.name, *w.trigger.serialize()] for a in assets for w in a.watchers]))\n"
     )
     import os
