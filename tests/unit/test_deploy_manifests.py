@@ -218,3 +218,13 @@ def test_training_lock_pins_the_cuda_build_and_airflow_lock_the_cpu_build():
     assert airflow["torch"].endswith("+cpu") and not any(name.startswith("nvidia-") for name in airflow)
     assert "apache-airflow" not in training  # the trainer never imports Airflow
     assert airflow["apache-airflow"] == AIRFLOW_VERSION
+
+
+def test_mlflow_auth_config_denies_by_default_and_holds_no_password():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(DOCKER / "mlflow" / "basic_auth.ini")
+    assert config["mlflow"]["default_permission"] == "NO_PERMISSIONS"
+    assert "admin_password" not in config["mlflow"]  # from MLFLOW_AUTH_ADMIN_PASSWORD, never the repo
+    assert config["mlflow"]["authorization_function"].startswith("mlflow.server.auth:")
