@@ -36,7 +36,7 @@ lock: | $(BIN)/python
 	  $(TORCH_SOURCE) --no-header -q -o requirements.lock
 	sed -i '1i # Every transitive package, pinned. Generated from requirements.txt by `make lock`; do not edit by hand.' requirements.lock
 	# One lock per image, from the same requirements.txt (tollgate/packaging/image_locks.py)
-	$(BIN)/python -m tollgate.packaging.image_locks --torch-source "$(TORCH_SOURCE)"
+	PYTHONPATH=include $(BIN)/python -m tollgate.packaging.image_locks --uv $(BIN)/uv --torch-source "$(TORCH_SOURCE)"
 
 up: setup
 	$(BIN)/tollgate-platform up
