@@ -36,6 +36,8 @@ lock: | $(BIN)/python
 	$(BIN)/uv pip compile requirements.txt --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	  $(TORCH_SOURCE) --no-header -q -o requirements.lock
 	sed -i '1i # Every transitive package, pinned. Generated from requirements.txt by `make lock`; do not edit by hand.' requirements.lock
+	# One lock per image, from the same requirements.txt (tollgate/packaging/image_locks.py)
+	PYTHONPATH=include $(BIN)/python -m tollgate.packaging.image_locks --uv $(BIN)/uv --torch-source "$(TORCH_SOURCE)"
 
 up: setup
 	$(BIN)/tollgate-platform up

@@ -54,9 +54,12 @@ from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, dag, task
 
-from tollgate.assets import CURATED_DATASET, LANDING_IMPRESSIONS
+from tollgate.assets import CURATED_DATASET, watched_landing
 
 log = logging.getLogger("tollgate.dataset_ingest")
+# With an AssetWatcher on the landing bucket's SQS queue when TOLLGATE_LANDING_QUEUE_URL is set (the same
+# object in the schedule and the outlet: Airflow keeps the watchers of the last one it collects).
+LANDING_IMPRESSIONS = watched_landing()
 
 default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seconds=30)}
 

@@ -8,6 +8,8 @@ each event's ``extra`` names its ``example``.
 
 from __future__ import annotations
 
+import os
+
 from airflow.sdk import Asset
 
 # Scheme-less URIs on purpose: an Asset URI with a scheme makes Airflow load every provider's URI
@@ -17,6 +19,21 @@ from airflow.sdk import Asset
 # extra: {"partition": "YYYY-MM-DD"} (optionally "example": which example's data landed).
 LANDING = Asset(name="landing_data", uri="tollgate.landing.data")
 LANDING_IMPRESSIONS = LANDING  # the name it had while Tollgate had one example
+
+
+def watched_landing() -> Asset:
+    """LANDING_IMPRESSIONS as dataset_ingest schedules on it: with an AssetWatcher on the landing bucket's
+    SQS queue when ``TOLLGATE_LANDING_QUEUE_URL`` is set in the environment at parse time (never a
+    Variable), else as it is. The watcher's module loads only then (tollgate.data.landing_queue)."""
+    queue_url = os.environ.get("TOLLGATE_LANDING_QUEUE_URL", "").strip()
+    if not queue_url:
+        return LANDING_IMPRESSIONS
+    from tollgate.data.landing_queue import landing_watcher
+
+    return Asset(
+        name=LANDING_IMPRESSIONS.name, uri=LANDING_IMPRESSIONS.uri, watchers=[landing_watcher(queue_url)]
+    )
+
 
 # extra: rev, content_hash, rows, quarantined_rows, window_start, window_end, partition,
 #        data_repo, data_path, example

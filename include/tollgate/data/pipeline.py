@@ -17,6 +17,7 @@ from tollgate import storage
 from tollgate.config import default_for
 from tollgate.data import generator
 from tollgate.data.gate import GateOutcome, run_gate
+from tollgate.data.landing_events import from_watcher
 from tollgate.data.suite import GateThresholds
 from tollgate.data.versioning import DataRepo
 from tollgate.extensions import scoped
@@ -135,7 +136,8 @@ def announced_days(triggering_extras: Sequence[Mapping[str, Any]]) -> list[str]:
     what a run posts again for the days it left to the next runs).
     """
     days: set[str] = set()
-    for extra in triggering_extras:
+    for event_extra in triggering_extras:
+        extra = from_watcher(event_extra)  # an S3 notification through the landing-queue watcher
         named = extra.get("partitions") or ([extra["partition"]] if extra.get("partition") else [])
         if not named:
             raise PartitionNotFound(

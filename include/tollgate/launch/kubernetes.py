@@ -42,6 +42,8 @@ FINISHED_PHASES = frozenset({"Succeeded", "Failed"})  # no container runs: canno
 # Seconds to wait for deleted pods beyond their termination grace (kubelet and API server round trips).
 POD_GONE_MARGIN_SECONDS = 30
 POD_GONE_POLL_SECONDS = 1.0
+# docker/k8s/training-scheduling.yaml creates it (with the PodDisruptionBudget that selects the pod labels).
+PRIORITY_CLASS = "tollgate-training"
 
 
 def spot_affinity(on_demand: bool = False) -> k8s.V1Affinity:
@@ -190,6 +192,7 @@ class TrainingPodOperator(KubernetesPodOperator):
         # Every try gets a fresh pod; a failed pod of an earlier try is kept for debugging and must never be
         # reattached to (deferral keeps watching the pod of the current try through the triggerer anyway).
         kwargs.setdefault("durable", False)
+        kwargs.setdefault("priority_class_name", PRIORITY_CLASS)
         super().__init__(**kwargs)
 
     def configure(self, job: TrainingJob, context: Mapping[str, Any] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""Packaging helpers (image lock files); nothing here runs inside Airflow or the trainer."""
