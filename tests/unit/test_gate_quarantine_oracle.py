@@ -8,6 +8,7 @@ schema, and which batch-level rule a batch fault breaks, and asserts the gate ag
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,10 @@ def test_quarantine_matches_an_independent_pandas_computation(fault: str, tmp_pa
     clean = pd.read_parquet(outcome.clean_uri)
     assert len(clean) == len(frame) - len(reasons) == outcome.clean_rows
     assert not set(clean[schema.EVENT_ID]) & set(landed_bad[schema.EVENT_ID]) or fault == "duplicate_ids"
+    # The stored GX record keeps a sample of each failing expectation's rows and says how many there were.
+    report = json.loads(Path(outcome.report_uri).read_text())
+    for item in report["great_expectations"]["results"]:
+        name = item["expectation_config"]["meta"]["name"]
+        indices = item["result"].get("unexpected_index_list") or []
+        count = item["result"].get("unexpected_index_list_truncated_from", len(indices))
+        assert len(indices) <= 20 and count == outcome.row_failures.get(name, 0), name
