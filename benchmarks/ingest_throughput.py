@@ -11,7 +11,10 @@ Lands one partition (with a row-level fault, so the quarantine path runs), then 
 * the floor: one plain pandas pass over the same checks (schema, types, non-null, ranges, allowed sets,
   unique ids, row count, label rate, timestamps in the day) producing the same per-row failure mask.
 
-Prints rows/s for each. Everything runs in a temporary folder; nothing is left behind.
+Prints rows/s for each and the gate's ratio to the floor (target: at most 5x). The gate asks GX for
+the row indices of failing rows only (``gate.RESULT_FORMAT``: no per-expectation index query) and
+trims the stored result lists before GX converts them to JSON. Everything runs in a temporary folder;
+nothing is left behind.
 """
 
 from __future__ import annotations
@@ -117,7 +120,11 @@ def main() -> None:
     rows = outcome.landed_rows
     phases = ", ".join(f"{k} {v:.2f} s" for k, v in outcome.seconds.items())
     print(f"partition: {rows:,} rows, {outcome.quarantined_rows:,} quarantined ({args.fault or 'no fault'})")
-    print(f"GX import (once per process): {gx_import:.1f} s")
+    print(
+        f"GX import: {gx_import:.1f} s per process, not per task: on the local platform the scheduler "
+        "imports GX/pandas/mlflow before its LocalExecutor forks (tollgate/platform/preload.py), so a "
+        "gate task pays 0 s of it; a pod pays it once at start"
+    )
     print(f"{'stage':<44}{'seconds':>10}{'rows/s':>14}")
     for name, seconds in (
         ("validation gate (GX + quarantine + reports)", gate_s),
@@ -128,7 +135,10 @@ def main() -> None:
     ):
         print(f"{name:<44}{seconds:>10.2f}{rows / seconds:>14,.0f}")
     print(f"gate phases: {phases}")
-    print(f"GX gate vs pandas floor: {gate_s / floor_s:.1f}x slower")
+    print(
+        f"GX gate vs pandas floor: {gate_s / floor_s:.1f}x ({'meets' if gate_s <= 5 * floor_s else 'misses'} "
+        "the 5x target of issue 15)"
+    )
     print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
