@@ -19,21 +19,19 @@ No Airflow import: the trainer imports this inside its container.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tollgate_torch import folder as _blobs
 
 if TYPE_CHECKING:
     import fsspec
 
-TEMP_MARK = ".tmp-"
-LOCK_NAME = ".writer.lock"
+TEMP_MARK = _blobs.TEMP_MARK
+LOCK_NAME = _blobs.LOCK_NAME
 
 
 class StorageError(RuntimeError):
@@ -178,75 +176,14 @@ def put_tree(local_dir: str, uri: str) -> int:
 
 
 # ---- a folder of replaceable blobs (training, launch, registry) -----------------------------------
-class Folder:
-    """Named blobs directly under one location (a local folder or ``s3://bucket/prefix``)."""
+class Folder(_blobs.Folder):
+    """Named blobs directly under one location (a local folder or ``s3://bucket/prefix``).
+
+    The implementation lives in the tollgate-torch helper package (the training image has only torch and
+    fsspec); here an unsupported URI is this module's :class:`UnsupportedLocation`."""
 
     def __init__(self, uri: str) -> None:
-        if is_remote(uri) and not uri.startswith("s3://"):
-            raise UnsupportedLocation(
-                f"unsupported storage URI {uri!r}: use a local folder or s3://bucket/prefix"
-            )
-        self.fs, self.path = filesystem(uri)
-        self.remote = is_remote(uri)
-        if self.remote:
-            self.uri = uri.rstrip("/")
-            self.local_root: Path | None = None
-        else:
-            self.local_root = Path(self.path)
-            self.local_root.mkdir(parents=True, exist_ok=True)
-            self.uri = self.path
-
-    def _key(self, name: str) -> str:
-        return f"{self.path}/{name}"
-
-    def write(self, name: str, data: bytes, durable: bool = True) -> None:
-        """All-or-nothing replace of ``name``; ``durable`` adds fsyncs on local disks."""
-        if self.remote:
-            self.fs.pipe_file(self._key(name), data)
-        else:
-            _write_local_atomic(self._key(name), data, durable)
-
-    def read(self, name: str) -> bytes:
-        return self.fs.cat_file(self._key(name))
-
-    def exists(self, name: str) -> bool:
-        return self.fs.isfile(self._key(name))
-
-    def delete(self, name: str) -> None:
-        if self.fs.exists(self._key(name)):
-            self.fs.rm_file(self._key(name))
-
-    def list(self) -> list[str]:
-        """Blob names, without partial writes; empty when the folder does not exist."""
         try:
-            entries = self.fs.ls(self.path, detail=True, refresh=True)
-        except FileNotFoundError:
-            return []
-        names = (e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "file")
-        return sorted(n for n in names if TEMP_MARK not in n and n != LOCK_NAME)
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the folder's writer lock: a check and the write it guards happen as one step.
-
-        Local folders only (``flock`` on a lock file, released when the holder dies). S3 has no lock: there
-        the check and the write are two requests, and callers document that window.
-        """
-        if self.local_root is None:
-            yield
-            return
-        fd = os.open(self.local_root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
-    def remove_stale_temps(self) -> list[str]:
-        """Temp files left by an attempt killed mid-write (never part of a valid checkpoint)."""
-        if self.local_root is None:
-            return []  # an S3 PUT leaves nothing behind when it is cut short
-        stale = [p for p in self.local_root.iterdir() if TEMP_MARK in p.name]
-        for path in stale:
-            path.unlink(missing_ok=True)
-        return [p.name for p in stale]
+            super().__init__(uri)
+        except _blobs.UnsupportedLocation as error:
+            raise UnsupportedLocation(str(error)) from None

@@ -2,8 +2,8 @@
 
 Locally a temp file in the same folder, fsynced, then ``os.replace``; on S3 one PUT, visible only once
 complete. The S3 endpoint comes from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (MinIO, moto) and
-credentials from the usual AWS chain. Tollgate's own storage layer (``tollgate.storage.Folder``) keeps
-the same rules; this copy exists so a training image needs nothing but torch and fsspec.
+credentials from the usual AWS chain. This is the one implementation: Tollgate's storage layer
+(``tollgate.storage.Folder``) is this class, so a training image needs nothing but torch and fsspec.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class Folder:
         if self.remote:
             endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
             options = {"endpoint_url": endpoint} if endpoint else {}
-            self.fs = fsspec.filesystem("s3", **options)
+            # No listings cache: a blob another process (a newer attempt) wrote a moment ago must be seen.
+            self.fs = fsspec.filesystem("s3", use_listings_cache=False, **options)
             self.path = uri.removeprefix("s3://").rstrip("/")
             self.uri = uri.rstrip("/")
             self.local_root: Path | None = None
