@@ -30,8 +30,8 @@ class CanarySettings:
     # challenger requests per canary stage: +1 pp errors on a 1 % base is detected >= 95 % at 8000.
     min_challenger_samples: int = 8000
     min_champion_samples: int = 8000
-    # labelled shadow pairs: a -0.02 AUC change is detected >= 95 % at 5000 (benchmark).
-    min_labelled_pairs: int = 5000
+    # labelled shadow pairs: a -0.02 AUC change is detected >= 95 % at 10000 (benchmark).
+    min_labelled_pairs: int = 10000
     # errors: a hard limit no statistics can excuse, and the mSPRT mixing prior's scale (the size
     # of change worth detecting: 1 percentage point).
     max_error_rate: float = 0.05
@@ -45,7 +45,7 @@ class CanarySettings:
     # champion rows are plentiful at small weights; a random subset keeps the analysis in seconds.
     max_baseline_rows: int = 40000
     # quality non-inferiority margins: the worsening tolerated before it counts as a regression.
-    auc_margin: float = 0.005
+    auc_margin: float = 0.002
     log_loss_margin: float = 0.002
     accuracy_margin: float = 0.005
     observed_expected_tolerance: float = 0.10  # |O/E - 1| of the challenger tolerated
