@@ -102,9 +102,13 @@ def main() -> None:
             reps = max(20, args.rollouts // 5)
             ladder.append((scale, sum(run(rng, scale)["verdict"] == FAIL for _ in range(reps)) / reps))
         enough = [scale for scale, r in ladder if r >= 0.95] + ([1.0] if rate >= 0.95 else [])
+        unit, base = (
+            ("labelled pairs", SETTINGS.min_labelled_pairs)
+            if "shadow" in name
+            else ("challenger requests", SETTINGS.min_challenger_samples)
+        )
         need = (
-            f"{min(enough):g} x default ({int(min(enough) * SETTINGS.min_challenger_samples)} challenger "
-            f"requests or {int(min(enough) * SETTINGS.min_labelled_pairs)} labelled pairs)"
+            f"{min(enough):g} x default ({int(min(enough) * base)} {unit})"
             if enough
             else "more than the default"
         )
