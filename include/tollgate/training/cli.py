@@ -19,10 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     # Handle SIGTERM from the first moment (the grace period is set once the arguments are read).
     guard = PreemptionGuard(grace_seconds=30.0)
     guard.install()
-    # Readiness line: from here a SIGTERM is the spot notice, handled (tests wait for it, never sleep).
-    print(f"TOLLGATE_STARTED pid={os.getpid()}", flush=True)
     trainer = None
     try:
+        # Readiness line: from here a SIGTERM is the spot notice, handled (tests wait for it, never sleep).
+        # Inside the try: a SIGTERM that lands while this line is written is a preemption too.
+        print(f"TOLLGATE_STARTED pid={os.getpid()}", flush=True)
         settings = parse(argv)
         guard.grace_seconds = settings.grace_seconds
         from tollgate.training.trainer import Trainer, log
