@@ -20,7 +20,7 @@ import pytest
 
 from tollgate.training import exit_codes
 from tollgate.training.synthetic import write_parquet
-from tollgate.training.testing import PAUSE_ENV, PAUSED, child_env, run_attempt, trainer_command
+from tollgate.training.testing import PAUSE_ENV, PAUSED, child_env, run_attempt, trainer_command, wait_stopped
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +60,7 @@ def test_a_stale_attempt_is_refused_and_changes_nothing(tmp_path: Path) -> None:
         assert stale.stdout is not None
         for line in stale.stdout:  # attempt 1 wrote checkpoint 10, ran to step 15 and froze
             if PAUSED.match(line.strip()):
+                wait_stopped(stale.pid)
                 break
         else:
             raise AssertionError(f"attempt 1 ended before pausing: {stale.stderr.read()[-2000:]}")

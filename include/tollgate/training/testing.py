@@ -101,6 +101,9 @@ def run_attempt(
             line = raw.rstrip("\n")
             lines.append(line)
             if pause_at is not None and PAUSED.match(line):
+                # The line comes just before the trainer stops itself: a signal sent in between (SIGCONT
+                # included) would be spent before the stop, and the stopped trainer would wait forever.
+                wait_stopped(proc.pid)
                 proc.send_signal(sig)
                 sent_at = time.monotonic()
                 proc.send_signal(signal.SIGCONT)
@@ -117,3 +120,14 @@ def run_attempt(
         err.seek(0)
         stderr = err.read()
     return Attempt(rc, lines, stderr, sent_at, exited, steps)
+
+
+def wait_stopped(pid: int, timeout: float = 60.0) -> None:
+    """Wait until ``pid`` is stopped (state T in /proc), i.e. its SIGSTOP has taken effect."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"the trainer (pid {pid}) printed TOLLGATE_PAUSED, not stopped after {timeout} s")
