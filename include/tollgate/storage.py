@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import uuid
 from typing import TYPE_CHECKING
 
 from tollgate_torch import folder as _blobs
@@ -82,29 +81,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write_local_atomic(path: str, data: bytes, durable: bool) -> None:
-    """Temp file in the same folder, then ``os.replace``: a reader never sees half a file.
-
-    ``durable`` also fsyncs the file and its folder (survives a host crash, not just a process kill).
-    """
-    folder, name = os.path.split(path)
-    temp = os.path.join(folder, f".{name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-    if durable:
-        dir_fd = os.open(folder or ".", os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+_write_local_atomic = _blobs.write_local_atomic  # one implementation, in the helper package
 
 
 # ---- immutable objects by URI (data stage) --------------------------------------------------------

@@ -23,6 +23,31 @@ class UnsupportedLocation(ValueError):
     """A folder URI with a scheme other than a local path or ``s3://``."""
 
 
+def write_local_atomic(path: str, data: bytes, durable: bool = True) -> None:
+    """Temp file in the same folder, then ``os.replace``: a reader never sees half a file.
+
+    ``durable`` also fsyncs the file and its folder (survives a host crash, not just a process kill).
+    """
+    folder, name = os.path.split(path)
+    temp = os.path.join(folder, f".{name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    if durable:
+        directory = os.open(folder or ".", os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
 def _is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
@@ -61,25 +86,7 @@ class Folder:
         if self.remote:
             self.fs.pipe_file(self._key(name), data)
             return
-        path = self._key(name)
-        folder, base = os.path.split(path)
-        temp = os.path.join(folder, f".{base}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        try:
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                if durable:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            os.replace(temp, path)
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
-        if durable:
-            directory = os.open(folder or ".", os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+        write_local_atomic(self._key(name), data, durable)
 
     def read(self, name: str) -> bytes:
         return self.fs.cat_file(self._key(name))

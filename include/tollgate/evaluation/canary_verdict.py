@@ -174,30 +174,14 @@ def analyse_shadow(
             y = y.astype(int)
             if 0 < y.sum() < len(y):
                 results.append(st.auc_non_inferiority(y, pc, pb, s.auc_margin))
-            results.append(
-                st.paired_bootstrap_harm(
-                    "delta_log_loss",
-                    st.log_loss_rows(y, pc) - st.log_loss_rows(y, pb),
-                    s.log_loss_margin,
-                    s.bootstrap_resamples,
-                    s.seed,
-                )
-            )
+            results.append(_log_loss_harm(y, pc, pb, s))
             results.append(st.observed_expected(y, pc, s.observed_expected_tolerance))
         elif task is TaskType.MULTICLASS:
             pb, pc = _matrix(labelled[col.SERVED_OUTPUT]), _matrix(labelled[col.SHADOW_OUTPUT])
             y = y.astype(int)
             harm = (pb.argmax(axis=1) == y).astype(float) - (pc.argmax(axis=1) == y).astype(float)
             results.append(st.paired_mean_harm("delta_accuracy_loss", harm, s.accuracy_margin))
-            results.append(
-                st.paired_bootstrap_harm(
-                    "delta_log_loss",
-                    st.log_loss_rows(y, pc) - st.log_loss_rows(y, pb),
-                    s.log_loss_margin,
-                    s.bootstrap_resamples,
-                    s.seed,
-                )
-            )
+            results.append(_log_loss_harm(y, pc, pb, s))
         else:
             y = y.astype(float)
             pb = labelled[col.SERVED_OUTPUT].to_numpy(float)
@@ -205,3 +189,14 @@ def analyse_shadow(
             results.append(st.paired_mean_harm("delta_abs_error", np.abs(pc - y) - np.abs(pb - y), 0.0))
     extra = {"task": str(task), "pairs": len(pairs), "labelled_pairs": len(labelled), "agreement": agreement}
     return _decide(stage, "shadow", results, reasons, False, invalid, drift_flag, s, extra)
+
+
+def _log_loss_harm(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, s: Any) -> Any:
+    """Paired bootstrap of the challenger's extra log loss per row (binary and multiclass alike)."""
+    return st.paired_bootstrap_harm(
+        "delta_log_loss",
+        st.log_loss_rows(y, challenger) - st.log_loss_rows(y, champion),
+        s.log_loss_margin,
+        s.bootstrap_resamples,
+        s.seed,
+    )

@@ -100,28 +100,24 @@ def load_version(
     if not result.ok:
         raise Refused(name, version, result.problems)
     approved_by = None
-    if role == "champion":
-        check = attestation.check_version(
+    def signed_decision(decision: str):
+        return attestation.check_version(
             result.tags,
             decision_keys,
-            decision=attestation.APPROVED,
+            decision=decision,
             model_name=name,
             version=str(result.version),
             signature_sha256=result.signature_sha256,
         )
+
+    if role == "champion":
+        check = signed_decision(attestation.APPROVED)
         if not check.ok:
             shutil.rmtree(dest, ignore_errors=True)
             raise Refused(name, version, check.problems)
         approved_by = check.predicate.get("decided_by")
     else:  # a version a gate or a human rejected (signed decision) is not put in front of users again
-        rejected = attestation.check_version(
-            result.tags,
-            decision_keys,
-            decision=attestation.REJECTED,
-            model_name=name,
-            version=str(result.version),
-            signature_sha256=result.signature_sha256,
-        )
+        rejected = signed_decision(attestation.REJECTED)
         if rejected.ok:
             shutil.rmtree(dest, ignore_errors=True)
             who = rejected.predicate.get("decided_by")
