@@ -55,6 +55,16 @@ def platform_environment(home: Path | None = None) -> tuple[dict[str, str], bool
     return stack.airflow_env(), running
 
 
+def for_command(env: dict[str, str], cli_args: list[str]) -> dict[str, str]:
+    """``env`` with what the CLI command ``cli_args`` needs on top of the platform's environment."""
+    from tollgate.platform import sqlite
+
+    conn = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
+    if conn.startswith("sqlite") and sqlite.begins_immediate(cli_args):
+        return {**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_SESSION_MAKER": sqlite.SESSION_MAKER}
+    return env
+
+
 def _not_running_note(home: Path) -> str:
     return (
         f"Note: the local platform in {home} is not running; this command uses its database, but "
@@ -75,6 +85,7 @@ def run_airflow(args: list[str]) -> int:
         return 2
     if not running:
         print(_not_running_note(Path(env["TOLLGATE_HOME"])), file=sys.stderr)
+    env = for_command(env, args)
     binary = airflow_binary()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -182,4 +193,5 @@ def guard_bare_airflow() -> None:
         os._exit(2)  # a SystemExit here would abort interpreter start-up with a traceback
     if not running:
         sys.stderr.write(_not_running_note(Path(env["TOLLGATE_HOME"])) + "\n")
-    os.environ.update(env)
+    args = list(sys.orig_argv)[1:]
+    os.environ.update(for_command(env, args[2:] if args[:2] == ["-m", "airflow"] else args[1:]))
