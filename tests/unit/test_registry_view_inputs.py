@@ -34,12 +34,13 @@ def test_the_page_escapes_every_value_and_links_only_to_http():
     row = {
         "version": "3", "aliases": ["<b>x"], "unauthorised_aliases": [], "signature": "refused",
         "problems": ["<script>alert(1)</script>"], "signer_key_id": None, "dataset_rev": "abc\"><i>",
-        "training_run_id": None, "metrics": {"auc": 0.5, "log_loss": None, "calibration_error": None},
+        "training_run_id": None, "metrics": {"<u>macro_f1": 0.5, "accuracy": 0.91},
         "created": "now", "checked": None,
         "links": {"model_version": "javascript:alert(3)", "training_run": 'http://m/?a=1&b="2'},
     }  # fmt: skip
     page = ui.render_page("<model>", [row])
     assert "<script>" not in page and "<b>x" not in page and "<i>" not in page and "<model>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "abc&#34;&gt;&lt;i&gt;" in page
+    assert "&lt;u&gt;macro_f1 0.5000" in page and "accuracy 0.9100" in page  # any example's metrics
     assert "javascript:" not in page  # a link that is not http(s) is left out
     assert 'href="http://m/?a=1&amp;b=&#34;2"' in page

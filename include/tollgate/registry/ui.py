@@ -1,8 +1,8 @@
 """The model registry view inside the Airflow UI (a FastAPI app mounted by ``plugins/tollgate_registry.py``).
 
 ``GET /?model=NAME``           HTML table of the registered model's versions: aliases, signature status
-                               (verified live against the trusted keys), dataset rev, key metrics, links
-                               to MLflow and to the version's lineage
+                               (verified live against the trusted keys), dataset rev, the metrics of
+                               its signed provenance, links to MLflow and to the version's lineage
 ``GET /api/versions``          the same rows as JSON
 ``GET /api/versions/{v}/lineage``  the lineage walk of one version (or alias)
 
@@ -24,7 +24,6 @@ from fastapi.responses import HTMLResponse
 
 from tollgate.registry.view_cache import VerificationCache, verification_key
 
-KEY_METRICS = ("auc", "log_loss", "calibration_error")
 MAX_VERSIONS = 20  # newest first
 VERIFIED = VerificationCache()  # this process's verification results, by what decides them (view_cache.py)
 
@@ -161,7 +160,8 @@ def version_rows(settings: dict[str, str] | None = None) -> list[dict[str, Any]]
                 else None,
                 "dataset_rev": version.tags.get(names.TAG_DATASET_REV),
                 "training_run_id": version.tags.get(names.TAG_TRAINING_RUN_ID),
-                "metrics": {k: metrics.get(k) for k in KEY_METRICS},
+                # whatever the example's trainer recorded in the signed provenance (task-type agnostic)
+                "metrics": {k: v for k, v in sorted(metrics.items()) if isinstance(v, int | float)},
                 "created": time.strftime(
                     "%Y-%m-%d %H:%M:%S UTC", time.gmtime(version.creation_timestamp / 1000)
                 ),
@@ -227,7 +227,8 @@ signature, the stored files' names and sizes, the tags and the keys are unchange
 {%- endif %}{% if row.checked %}<br><small>checked {{ row.checked }}</small>{% endif %}</td>
 <td><code>{{ row.dataset_rev | fmt }}</code></td>
 <td>{{ row.training_run_id | fmt }}</td>
-{%- for k in metrics %}<td>{{ row.metrics[k] | fmt }}</td>{% endfor %}
+<td>{% for k, v in row.metrics.items() %}{{ k }} {{ v | fmt }}{% if not loop.last %}<br>{% endif %}
+{%- else %}-{% endfor %}</td>
 <td>{{ row.created }}</td>
 <td>{% for label, key in (("MLflow version", "model_version"), ("training run", "training_run")) -%}
 {% if (row.links.get(key) or "").startswith(("http://", "https://")) %}
@@ -240,11 +241,20 @@ signature, the stored files' names and sizes, the tags and the keys are unchange
 {%- endfor %}
 </tbody></table></body></html>"""
 )
-HEADERS = ("Version", "Aliases", "Signature", "Dataset rev", "Training run", *KEY_METRICS, "Created", "Links")
+HEADERS = (
+    "Version",
+    "Aliases",
+    "Signature",
+    "Dataset rev",
+    "Training run",
+    "Signed metrics",
+    "Created",
+    "Links",
+)
 
 
 def render_page(name: str, rows: list[dict[str, Any]]) -> str:
-    return _PAGE.render(name=name, rows=rows, headers=HEADERS, metrics=KEY_METRICS, ttl=int(VERIFIED.ttl_s))
+    return _PAGE.render(name=name, rows=rows, headers=HEADERS, ttl=int(VERIFIED.ttl_s))
 
 
 def create_app(require_user: Callable[..., Any] = airflow_user) -> FastAPI:
