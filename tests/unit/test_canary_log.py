@@ -100,9 +100,8 @@ def test_shadow_pairs_and_matured_labels_from_the_router_log_and_the_replay_feed
         for r, y in zip(labels[col.REQUEST_ID], labels[col.LABEL], strict=True)
     ]
     write_labels(root, "replay-a", matured)
-    write_labels(root, "replay-b", [{**matured[0], "available_at": now + 3600}] + [  # not yet matured
-        {"request_id": "late", "request_key": "late", "label": 1, "sent_at": now, "available_at": now + 3600}
-    ])  # fmt: skip
+    late = {**matured[1], "request_id": "late", "request_key": "late", "available_at": now + 3600}
+    write_labels(root, "replay-b", [{**matured[0], "available_at": now + 3600}, late])  # not yet matured
 
     log, got = load_for_analysis(root, "r2", as_of=now)
 
@@ -119,9 +118,8 @@ def test_shadow_pairs_and_matured_labels_from_the_router_log_and_the_replay_feed
 
 
 def test_labels_not_yet_available_are_left_out_and_a_wrong_frame_is_named():
-    feed = pd.DataFrame(
-        {"request_id": ["a", "b"], "label": [1, 0], "available_at": pd.to_datetime([10, 20], unit="s", utc=True)}
-    )
+    at = pd.to_datetime([10, 20], unit="s", utc=True)
+    feed = pd.DataFrame({"request_id": ["a", "b"], "label": [1, 0], "available_at": at})
     assert matured_labels(feed, as_of=15)[col.REQUEST_ID].tolist() == ["a"]
     with pytest.raises(ValueError, match="not a router prediction log"):
         from_router_log(pd.DataFrame({"request_id": ["a"]}))
