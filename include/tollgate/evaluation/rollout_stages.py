@@ -259,15 +259,24 @@ def begin(
     }
 
 
-def rollout_wanted(signature: dict[str, Any], offline: dict[str, Any]) -> tuple[bool, str]:
-    """Stages run only for a signed challenger that passed the offline gate and has a champion to face."""
+def rollout_wanted(
+    signature: dict[str, Any], offline: dict[str, Any], model_name: str, plan: RolloutPlan
+) -> tuple[bool, str]:
+    """Stages run for a signed challenger that passed the offline gate and has a champion to face, when
+    the router serves its model. Without such a router the stages are skipped with the reason in the
+    evidence, or, when the plan requires them (``required``), the rollout gate fails."""
     if not signature.get("ok") or not offline.get("passed"):
         return False, "not run: an earlier gate failed"
     if not offline.get("champion_version"):
-        return (
-            False,
-            "not run: no champion yet (the first model is held to the offline gate's absolute bounds)",
-        )
+        return False, "not run: no champion yet (the first model is held to the offline gate's bounds)"
+    try:
+        served = RouterAdmin(plan.router_url, timeout=10).status().get("model_name")
+    except Exception as err:  # any failure to reach the router is reported the same way
+        served, why = None, f"router {plan.router_url} unreachable: {err}"
+    else:
+        why = f"the router at {plan.router_url} serves model {served!r}, not {model_name!r}"
+    if served != model_name:
+        return False, f"not run: {why}"
     return True, "run"
 
 
