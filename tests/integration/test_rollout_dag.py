@@ -68,7 +68,11 @@ def world(local_platform, admin_client, signed_challenger, promotion_dags, tmp_p
     )
     token = admin_token_path(home).read_text().strip()  # what the DAG's tasks present
     router = RouterProcess(
-        tmp_path_factory.mktemp("rollout-dag-router"), keys, MODEL, TOLLGATE_ROUTER_ADMIN_TOKEN=token
+        tmp_path_factory.mktemp("rollout-dag-router"),
+        keys,
+        MODEL,
+        TOLLGATE_ROUTER_ADMIN_TOKEN=token,
+        TOLLGATE_STORAGE_ROOT=str(home / "storage"),  # the platform's: the DAG reads the log there
     )
     router.start()
     router.wait_for(lambda s: s.get("ready"), "the first champion served", timeout=180)
@@ -99,12 +103,32 @@ def diagnose(world, run_id: str) -> str:
                 PROMOTE, run_id, task_id, ti.try_number, accept="application/json"
             )
             lines.append(f"--- {task_id}\n{raw.data.decode()[-4000:]}")
+        if task_id.endswith((".run", ".extend")) and state == "success":
+            verdict = world["admin"].xcom(PROMOTE, run_id, task_id)
+            lines.append(f"--- {task_id}: {json.dumps(verdict, default=str)[:3000]}")
+    from tollgate.serving.admin_client import RouterAdmin
+
+    router = world["router"]
+    lines.append(f"--- router counters {RouterAdmin(router.url).counters()}")
+    lines.append(f"--- router events {json.dumps(router.status()['events'][-8:], default=str)[:3000]}")
+    lines.append(f"--- router log\n{router.log.read_text(errors='replace')[-3000:]}")
     return "\n".join(lines)
 
 
 def pending(world, run_id: str, task_id: str = "approval"):
+    """The HITL detail of ``task_id`` once it waits; fails at once when another task waits instead."""
+    import time
+
+    deadline = time.monotonic() + 420
+    while time.monotonic() < deadline:
+        found = states(world, run_id)
+        others = [t for t, s in found.items() if s == "awaiting_input" and t != task_id]
+        assert not others, f"{others} wait for input instead of {task_id}\n{diagnose(world, run_id)}"
+        if found.get(task_id) == "awaiting_input" or found.get(task_id) in ("skipped", "failed", "success"):
+            break
+        time.sleep(2)
     try:
-        return wait_for_pending_approval(world["admin"], PROMOTE, run_id, task_id=task_id, timeout=420)
+        return wait_for_pending_approval(world["admin"], PROMOTE, run_id, task_id=task_id, timeout=5)
     except (RuntimeError, TimeoutError) as err:
         raise AssertionError(f"{err}\n{diagnose(world, run_id)}") from None
 

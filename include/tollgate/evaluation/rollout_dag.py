@@ -172,7 +172,7 @@ def collect(
     from tollgate.evaluation.approval_record import ApprovalNotAsked, fetch_approval_record
 
     ti = context["ti"]
-    rollout = ti.xcom_pull(task_ids=BEGIN) if ti.xcom_pull(task_ids=ENTRY) == BEGIN else None
+    rollout = ti.xcom_pull(task_ids=BEGIN)  # None when the stages were not begun
     records: dict[str, dict | None] = {}
     choices: dict[str, str | None] = {}
     for stage in STAGES:

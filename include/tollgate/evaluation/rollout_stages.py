@@ -104,13 +104,19 @@ def analyse_stage(
     from tollgate.evaluation import canary_schema as col
     from tollgate.evaluation.canary_log import load_for_analysis
     from tollgate.evaluation.canary_verdict import analyse_canary, analyse_shadow
-    from tollgate.evaluation.rollout_wait import ENDED
+    from tollgate.evaluation.rollout_wait import ENDED, READY
 
     stage = started["stage"]
     if wait["outcome"] == ENDED:
         return _ended_record(stage, wait)
     t0 = time.monotonic()
     log, labels = load_for_analysis(storage_root, started["rollout_id"], time.time(), since=started["since"])
+    if wait["outcome"] == READY and log.empty:
+        raise RuntimeError(
+            f"the router counted {wait.get('progress')} for stage {stage}, but the prediction log under "
+            f"{storage_root} holds no row of rollout {started['rollout_id']}: the router and Airflow must "
+            "share one storage root (router env TOLLGATE_STORAGE_ROOT = Variable tollgate_storage_root)"
+        )
     if stage == SHADOW:
         record = analyse_shadow(log, labels, task_type, stage, plan.analysis)
     else:
