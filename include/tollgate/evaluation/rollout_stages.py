@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from typing import Any
@@ -21,6 +22,10 @@ from tollgate.serving.admin_client import RouterAdmin
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 CONTINUE, EXTEND, REJECT = "Continue", "Extend", "Reject"
+
+
+def progress_of(baseline: dict[str, float], now: dict[str, float]) -> dict[str, float]:
+    return {k: now.get(k, 0.0) - baseline.get(k, 0.0) for k in now}
 
 
 def rollout_id_for(model_name: str, version: str, run_id: str) -> str:
@@ -56,13 +61,28 @@ def start_stage(
         from tollgate.serving.replay import replay
 
         n = plan.replay_requests(stage, factor)
-        rows = replay_rows.sample(n=n, replace=len(replay_rows) < n, random_state=len(stage) + int(factor))
-        result = replay(
-            plan.router_url, rows, storage_root=storage_root or "", rate=plan.replay_rate, max_requests=n,
-            max_seconds=min(deadline_s, 3600.0), label_column=label_column, label_delay_s=plan.label_delay_s,
-        )  # fmt: skip
+        need = plan.needed(stage, factor)
+        sent = {"replay_ids": [], "sent": 0, "ok": 0}
+        # Arms are drawn per request: a round may fall short of the smaller arm's count by chance, so
+        # send more rounds (at most 3 extra) until the router's counters show the stage's samples.
+        for attempt in range(4):
+            rows = replay_rows.sample(
+                n=n, replace=len(replay_rows) < n, random_state=attempt + 10 * len(stage)
+            )
+            result = replay(
+                plan.router_url, rows, storage_root=storage_root or "", rate=plan.replay_rate, max_requests=n,
+                max_seconds=min(deadline_s, 3600.0), label_column=label_column,
+                label_delay_s=plan.label_delay_s,
+            )  # fmt: skip
+            sent["replay_ids"].append(result.replay_id)
+            sent["sent"] += result.sent
+            sent["ok"] += result.ok
+            got = progress_of(baseline, admin.counters())
+            short = {k: v - got.get(k, 0.0) for k, v in need.items() if got.get(k, 0.0) < v}
+            if not short or stage == SHADOW:  # shadow pairs arrive late (async): the wait sees them
+                break
+            n = max(1, math.ceil(max(m / max(plan.weight(stage), 1e-6) for m in short.values())))
         labels_at = time.time() + plan.label_delay_s
-        sent = {"replay_id": result.replay_id, "sent": result.sent, "ok": result.ok, "arms": result.variants}
     return {
         "stage": stage,
         "rollout_id": rollout_id,
