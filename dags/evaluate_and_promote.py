@@ -302,7 +302,10 @@ def evaluate_and_promote():
     offline = offline_gate(challenger, signature)
     _, begun, rollout_ends = rollout_stages(challenger, signature, offline)
     evidence = assemble_evidence(challenger, signature, offline)
-    rollout_ends >> evidence >> end_rollout_teardown(begun)
+    rollout_ends >> evidence
+    # The teardown follows the stages, not the evidence: a task between a setup and its teardown is
+    # skipped with a skipped setup, and the evidence (and the gate rejection after it) must always run.
+    rollout_ends >> end_rollout_teardown(begun)
     promoted = promote(evidence)
     route(evidence) >> [approval, reject_on_gates(evidence)]
     approval >> promoted >> record_human_rejection(evidence)
