@@ -51,7 +51,11 @@ def world(local_platform, admin_client, signed_challenger, promotion_dags, tmp_p
 
     home = local_platform.home
     signed_challenger.pretrain(
-        (MODEL, 1, "normal"), (MODEL, 3, "normal"), (MODEL, 3, "slow"), (MODEL, 1, "slow")
+        (MODEL, 1, "normal"),
+        (MODEL, 3, "normal"),
+        (MODEL, 3, "slow"),
+        (MODEL, 1, "slow"),
+        (MODEL, 2, "normal"),
     )
     mlflow = MlflowClient(tracking_uri=local_platform.mlflow_url, registry_uri=local_platform.mlflow_url)
     first = signed_challenger(MODEL, "rollout-first", seed=1)
@@ -220,3 +224,32 @@ def test_no_traffic_is_inconclusive_and_the_approvers_decide(world):
     reasons = world["mlflow"].get_model_version(MODEL, version).tags["tollgate.rejection_reasons"]
     assert "shadow INCONCLUSIVE" in reasons and "approvers chose Reject" in reasons
     assert champion_only(world)
+
+
+def test_a_stage_failed_by_hand_mid_wait_still_ends_with_the_champion_alone(world):
+    """An operator marks the waiting stage failed (as the UI's "Mark as failed" does): the teardown runs,
+    the router serves the champion alone and nothing is promoted."""
+    import time
+
+    from airflow_client.client import PatchTaskInstanceBody, TaskInstanceState
+
+    champion = alias_version(world["mlflow"], MODEL, "champion")
+    set_plan(world["admin"], router_url=world["router"].url, replay=False, stage_deadline_s=120)
+    try:
+        version = world["challengers"](MODEL, "rollout-cleared", seed=2)
+        run_id = evaluate(world, version)
+        deadline = time.monotonic() + 240
+        while states(world, run_id).get("shadow.run") != "deferred":
+            assert time.monotonic() < deadline, diagnose(world, run_id)
+            time.sleep(1)
+        assert world["router"].status()["rollout"]["mode"] == "shadow"
+        world["admin"].task_instances.patch_task_instance(
+            PROMOTE, run_id, "shadow.run", PatchTaskInstanceBody(new_state=TaskInstanceState.FAILED)
+        )
+        state = world["admin"].wait_for_run(PROMOTE, run_id, timeout=240).state
+    finally:
+        set_plan(world["admin"], router_url=world["router"].url)
+    assert state == "failed"
+    assert states(world, run_id)["end_rollout"] == "success", diagnose(world, run_id)
+    assert champion_only(world)
+    assert alias_version(world["mlflow"], MODEL, "champion") == champion
