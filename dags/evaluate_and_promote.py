@@ -15,7 +15,16 @@ version `tollgate.superseded_by`, and tells the approvers, so nothing waits behi
    active example's gate metrics (env `TOLLGATE_EXAMPLE`; by task type: binary = AUC, log loss,
    calibration error; multiclass = accuracy, macro-F1, log loss); bounds and allowed regressions can be
    overridden by the `tollgate_offline_gate` Variable; the first model ever is held to absolute bounds.
-3. *(Shadow and canary gates of the serving stage go here, between the offline gate and approval.)*
+3. **Shadow and canary stages** (when a champion exists and the router serves the model): the router mirrors
+   traffic to the challenger (shadow), then sends it 1 % → 5 % → 25 % of requests (canary; weights in the
+   Variable `tollgate_rollout`). Each stage waits deferrably (the triggerer polls the router's counters) for
+   enough samples and matured labels or its deadline, then judges them statistically
+   (`tollgate.evaluation.canary_verdict`): **PASS** → next stage; **FAIL** → the rollout is rolled back at
+   once (weight 0, challenger unloaded) and the version rejected with the reasons, nobody asked;
+   **INCONCLUSIVE** → the approvers choose Continue, Extend (more traffic, analysed again) or Reject. On the
+   local platform the stages replay the dataset's holdout rows as traffic. The teardown `end_rollout`
+   leaves the router with the champion alone whatever happens; the rollout's lease ends it even when no
+   teardown runs.
 4. **Human approval** — an Airflow HITL approval assigned to the `tollgate_approvers`, showing the
    evidence (metrics table, dataset rev, quarantined rows, preemptions, signature, links). No answer
    within `approval_timeout_minutes` counts as Reject. The approvers get an e-mail with the evidence
@@ -40,6 +49,7 @@ from tollgate.assets import CHALLENGER_MODEL
 from tollgate.config import ALIAS_POOL, APPROVAL_TIMEOUT_MINUTES
 from tollgate.evaluation.approval import EvidenceApprovalOperator, approval_form
 from tollgate.evaluation.notify import ApprovalNotifier
+from tollgate.evaluation.rollout_dag import end_rollout_teardown, rollout_stages
 
 default_args = {"owner": "tollgate", "retries": 2, "retry_delay": timedelta(seconds=15)}
 
@@ -173,9 +183,7 @@ def evaluate_and_promote():
         result["gate_metrics"] = gate.as_dict()
         return result
 
-    # Shadow and canary gates (serving stage) slot in here, each returning a decision like offline_gate.
-
-    @task
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def assemble_evidence(
         challenger: dict[str, str], signature: dict[str, Any], offline: dict[str, Any], **context: Any
     ) -> dict:
@@ -183,9 +191,13 @@ def evaluate_and_promote():
 
         from tollgate.evaluation.evidence import build_evidence
         from tollgate.evaluation.promotion import evidence_digest
+        from tollgate.evaluation.rollout_dag import collect
+        from tollgate.evaluation.rollout_stages import load_plan, record_on_version, rollout_evidence
         from tollgate.runtime import setting
 
-        evidence = build_evidence(challenger, signature, offline, setting("tollgate_mlflow_ui_url"))
+        rollout = rollout_evidence(*collect(context), load_plan())
+        record_on_version(challenger, rollout)
+        evidence = build_evidence(challenger, signature, offline, setting("tollgate_mlflow_ui_url"), rollout)
         evidence["approval_timeout_minutes"] = float(context["params"]["approval_timeout_minutes"])
         evidence["airflow_run_id"] = context["run_id"]  # the digest names this evaluation, not another
         evidence["digest"] = evidence_digest(evidence)
@@ -288,7 +300,12 @@ def evaluate_and_promote():
     signature = signature_gate(challenger)
     supersede_older_runs(challenger, signature)
     offline = offline_gate(challenger, signature)
+    _, begun, rollout_ends = rollout_stages(challenger, signature, offline)
     evidence = assemble_evidence(challenger, signature, offline)
+    rollout_ends >> evidence
+    # The teardown follows the stages, not the evidence: a task between a setup and its teardown is
+    # skipped with a skipped setup, and the evidence (and the gate rejection after it) must always run.
+    rollout_ends >> end_rollout_teardown(begun)
     promoted = promote(evidence)
     route(evidence) >> [approval, reject_on_gates(evidence)]
     approval >> promoted >> record_human_rejection(evidence)

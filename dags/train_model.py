@@ -115,8 +115,9 @@ training_args: dict[str, Any] = {
         ),
         "quality": Param(
             "normal",
-            enum=["normal", "degraded"],
-            description="degraded = a deliberately worse model (exercises the promotion gates)",
+            enum=["normal", "degraded", "slow"],
+            description="degraded = a deliberately worse model (exercises the offline gate); slow = as good, "
+            "but its predict waits 40 ms per call, stored in its signed files (exercises the canary)",
         ),
         "interruption": Param(
             "none",

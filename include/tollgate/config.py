@@ -8,6 +8,7 @@ Nothing here imports Airflow: the training container imports this module too.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -58,6 +59,23 @@ VARIABLE_DEFAULTS: dict[str, str] = {
     # Where approvers are told that an approval waits, and its outcome: JSON, Airflow user -> e-mail.
     "tollgate_approver_emails": '{"approver": "approver@localhost"}',
     "tollgate_offline_gate": "",
+    # Shadow and canary stages (JSON overriding tollgate.evaluation.rollout_plan.RolloutPlan; "analysis"
+    # overrides CanarySettings). This default is the local platform's: replayed traffic, small samples and
+    # short deadlines so a stage takes seconds. Production: {"replay": false, "required": true}.
+    "tollgate_rollout": json.dumps(
+        {
+            "replay": True,
+            "stage_deadline_s": 120,
+            "poll_s": 1,
+            "label_delay_s": 1,
+            "analysis": {
+                "min_challenger_samples": 30,
+                "min_champion_samples": 30,
+                "min_labelled_pairs": 200,
+                "bootstrap_resamples": 200,
+            },
+        }
+    ),
     "tollgate_holdout_fraction": "0.2",
     "tollgate_mlflow_ui_url": "http://127.0.0.1:5000",
     # Public keys whose model signatures are trusted: PEM files, folders of *.pub, or inline PEM blocks,

@@ -66,7 +66,7 @@ def evaluate(world, version: str, **conf) -> str:
 
 
 def states(world, dag_id: str, run_id: str) -> dict[str, str]:
-    tis = world["admin"].task_instances.get_task_instances(dag_id, run_id).task_instances
+    tis = world["admin"].task_instances.get_task_instances(dag_id, run_id, limit=200).task_instances
     return {ti.task_id: ti.state for ti in tis}
 
 

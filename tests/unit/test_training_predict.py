@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +95,22 @@ def test_resuming_with_other_hyperparameters_is_refused(trained) -> None:
     tmp, data, _, _ = trained
     with pytest.raises(BadInput, match=r"other data or hyperparameters .*'lr': \(0.003, 0.01\)"):
         _train(tmp, data, "normal", "--lr", "0.01")
+
+
+def test_slow_quality_is_as_good_but_its_files_make_every_predict_wait(trained) -> None:
+    """Fault injection for the canary: the delay lives in the model's own (signed) config, not the router."""
+    tmp, data, normal, _ = trained
+    slow = _train(tmp, data, "slow")
+    assert slow["metrics"] == pytest.approx(normal["metrics"], rel=1e-6)
+    config = json.loads((tmp / "slow" / "model" / "model_config.json").read_text())
+    assert config["serving_delay_ms"] == 40.0
+    rows = make_events(5)
+    fast_p, slow_p = load_predictor(tmp / "normal" / "model"), load_predictor(tmp / "slow" / "model")
+    timings = {}
+    for name, predictor in (("normal", fast_p), ("slow", slow_p)):
+        start = time.perf_counter()
+        for _ in range(5):
+            predictor.predict_proba(rows)
+        timings[name] = (time.perf_counter() - start) / 5
+    assert timings["slow"] >= timings["normal"] + 0.035
+    assert np.allclose(fast_p.predict_proba(rows), slow_p.predict_proba(rows))

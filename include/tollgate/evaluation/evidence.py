@@ -19,7 +19,9 @@ def build_evidence(
     signature: dict[str, Any],
     offline: dict[str, Any],
     mlflow_ui: str,
+    rollout: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``rollout``: the shadow and canary stages' part (``rollout_stages.rollout_evidence``), if any."""
     provenance = (signature.get("provenance") or {}).get("predicate", {})
     dataset = provenance.get("dataset", {})
     training = provenance.get("training", {})
@@ -30,6 +32,8 @@ def build_evidence(
         "passed": bool(offline.get("passed")),
         "reasons": list(offline.get("reasons") or []),
     }
+    if rollout is not None:
+        gates["shadow_canary"] = dict(rollout["gate"])
     run_id = signature.get("run_id")
     name, version = challenger["model_name"], challenger["version"]
     return {
@@ -62,6 +66,7 @@ def build_evidence(
             "provenance_sha256": signature.get("provenance_sha256"),
             "problems": list(signature.get("problems") or []),
         },
+        "rollout": rollout,
         "links": {
             "mlflow_run": f"{mlflow_ui}/#/experiments/0/runs/{run_id}" if run_id else None,
             "mlflow_model_version": f"{mlflow_ui}/#/models/{name}/versions/{version}",
@@ -116,6 +121,13 @@ def approval_body(evidence: dict[str, Any]) -> str:
     ]
     if data.get("validation_report"):
         lines.append(f"- Validation report: {data['validation_report']}")
+    rollout = evidence.get("rollout")
+    if rollout and rollout.get("ran"):
+        lines += ["", f"Shadow and canary on live traffic (evidence sha256 `{rollout['sha256']}`):", ""]
+        lines.append(rollout["table"])
+        lines += [f"- Approvers' choice at {s}: {c}" for s, c in rollout["choices"].items() if c]
+    elif rollout:
+        lines.append(f"- Shadow and canary: {rollout['note']}")
     lines += ["", "Approve to make it the champion (the current one becomes `previous`), or Reject."]
     if evidence.get("digest"):  # binds this request to exactly this evidence: promote checks it
         lines += ["", evidence_line(evidence["digest"])]

@@ -152,6 +152,7 @@ class LocalStack:
                 # How often expired approval requests are resolved (their default, Reject, applies).
                 "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
                 "MLFLOW_TRACKING_URI": self.mlflow_url,
+                "TOLLGATE_ROUTER_URL": f"http://127.0.0.1:{self.ports.router}",  # the rollout stages' router
                 "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "http", "host": self.mlflow_url}),
                 "GIT_PYTHON_REFRESH": "quiet",
                 "NO_PROXY": "127.0.0.1,localhost",

@@ -6,6 +6,7 @@ Used by the registry (wrapped as an MLflow pyfunc model), the evaluation gates a
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,8 @@ class Predictor:
             raise ValueError(f"cannot score: the frame lacks feature columns {missing}")
         if len(df) == 0:
             return np.zeros(0, dtype=np.float64)
+        if self.config.get("serving_delay_ms"):  # a deliberately slow model (training quality=slow)
+            time.sleep(float(self.config["serving_delay_ms"]) / 1000)
         cat, num = self.encoder.transform(df)
         out = []
         with torch.no_grad():

@@ -21,7 +21,10 @@ from pydantic_settings.sources.utils import parse_env_vars
 from tollgate.data import schema
 from tollgate.training.errors import BadInput
 
-QUALITIES = ("normal", "degraded")
+QUALITIES = ("normal", "degraded", "slow")
+# quality=slow: the model itself waits this long per predict call, written into its (signed) model_config.json
+# so a router cannot tell it from a genuinely slower model; the canary's latency checks must catch it.
+SLOW_SERVING_DELAY_MS = 40.0
 
 AIRFLOW_ENV = (
     "TOLLGATE_AIRFLOW_DAG_ID",
@@ -78,7 +81,9 @@ class TrainSettings(BaseSettings):
         0.2, description="newest fraction of rows (by event_ts) held out for evaluation"
     )
     quality: str = Field(
-        "normal", description="normal, or degraded (a deliberately worse model, for gate demos)"
+        "normal",
+        description="normal; degraded (a deliberately worse model, for gate demos); slow (as good, but "
+        "every predict call waits SLOW_SERVING_DELAY_MS: for the canary demo)",
     )
     # Which Airflow task runs this attempt (TOLLGATE_AIRFLOW_*); set by ``parse``, never from one env var.
     airflow: dict[str, str] = Field(default_factory=dict, exclude=True)

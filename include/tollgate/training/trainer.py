@@ -33,7 +33,7 @@ from tollgate.training.errors import BadInput, Preempted
 from tollgate.training.features import FeatureEncoder
 from tollgate.training.metrics import evaluate
 from tollgate.training.model import CTRModel, ModelConfig
-from tollgate.training.settings import TrainSettings
+from tollgate.training.settings import SLOW_SERVING_DELAY_MS, TrainSettings
 from tollgate.training.tracking import MlflowTracker, NullTracker, open_tracker
 from tollgate_torch.checkpoints import CheckpointStore
 from tollgate_torch.preemption import PreemptionGuard
@@ -416,6 +416,8 @@ class Trainer:
                 "hyperparameters": self.s.hyperparameters(),
                 "dataset": self.dataset.as_dict(),
             }
+            if self.s.quality == "slow":  # fault injection, signed with the model: never a router setting
+                config["serving_delay_ms"] = SLOW_SERVING_DELAY_MS
             (folder / "model_config.json").write_text(json.dumps(config, indent=2))
             (folder / "result.json").write_text(json.dumps(result, indent=2))
             if not isinstance(self.tracker, NullTracker):

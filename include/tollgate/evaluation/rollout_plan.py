@@ -1,0 +1,101 @@
+"""The rollout plan of the shadow and canary stages: which stages, how long each may wait, how much
+traffic the local platform replays, and the analysis settings. One home for every default.
+
+Configured by the Variable ``tollgate_rollout`` (JSON): top-level keys override ``RolloutPlan`` fields,
+``"analysis"`` overrides ``CanarySettings`` fields. Its embedded default (``tollgate.config``) is the local
+platform's: small sample sizes and short windows, and ``replay`` on, so a stage takes seconds there. In
+production set it to ``{"replay": false}`` (real traffic, the production-size defaults of CanarySettings).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from tollgate.evaluation.canary_settings import CanarySettings
+
+SHADOW = "shadow"
+# Stage ids are fixed at DAG parse time (task ids); their weights come from CanarySettings.canary_weights.
+STAGES = (SHADOW, "canary_1", "canary_5", "canary_25")
+
+
+def default_router_url() -> str:
+    return (
+        os.environ.get("TOLLGATE_ROUTER_URL")
+        or f"http://127.0.0.1:{os.environ.get('TOLLGATE_ROUTER_PORT', '8000')}"
+    )
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    router_url: str = field(default_factory=default_router_url)
+    # Must every challenger with a champion face shadow and canary? False: a model no router serves
+    # skips them (said in the evidence). Set true in production, where each model has its router.
+    required: bool = False
+    # How long one stage may wait for enough samples (and matured labels) before INCONCLUSIVE.
+    stage_deadline_s: float = 1800.0
+    # How often the triggerer reads the router's counters (two small GETs, no analysis).
+    poll_s: float = 5.0
+    # The lease each stage gives the rollout: its wait plus the analysis; a run that stops renewing
+    # (killed, paused at a human decision) lets the router end the rollout itself.
+    lease_margin_s: float = 120.0
+    # Local platform: send replayed rows of the challenger's dataset (holdout part) as traffic, with
+    # labels arriving ``label_delay_s`` later. Production: real traffic, replay off.
+    replay: bool = False
+    replay_rate: float = 400.0
+    replay_margin: float = 1.3  # requests sent = needed samples / arm share * margin
+    label_delay_s: float = 0.0
+    # Extra time an approver's "Extend" gives a stage that was INCONCLUSIVE (factor on samples too).
+    extend_factor: float = 2.0
+    analysis: CanarySettings = field(default_factory=CanarySettings)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> RolloutPlan:
+        raw = json.loads(text) if text and text.strip() else {}
+        if not isinstance(raw, dict):
+            raise ValueError('Variable tollgate_rollout must be a JSON object, e.g. {"replay": false}')
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(
+                f"Variable tollgate_rollout: unknown keys {sorted(unknown)}; known: {sorted(known)}"
+            )
+        analysis_raw = raw.pop("analysis", {}) or {}
+        analysis_known = {f.name for f in fields(CanarySettings)}
+        bad = set(analysis_raw) - analysis_known
+        if bad:
+            raise ValueError(
+                f"Variable tollgate_rollout.analysis: unknown keys {sorted(bad)}; "
+                f"known: {sorted(analysis_known)}"
+            )
+        analysis = replace(CanarySettings(), **analysis_raw)
+        missing = [s for s in STAGES[1:] if s not in analysis.canary_weights]
+        if missing:
+            raise ValueError(f"tollgate_rollout.analysis.canary_weights lacks stages {missing}")
+        return replace(cls(), **raw, analysis=analysis)
+
+    def weight(self, stage: str) -> float:
+        return 0.0 if stage == SHADOW else float(self.analysis.canary_weights[stage])
+
+    def needed(self, stage: str, factor: float = 1.0) -> dict[str, int]:
+        """Counter increases a stage waits for: shadow pairs, or requests per arm."""
+        a = self.analysis
+        if stage == SHADOW:
+            return {"shadow_ok": math.ceil(a.min_labelled_pairs * factor)}
+        return {
+            "challenger": math.ceil(a.min_challenger_samples * factor),
+            "champion": math.ceil(a.min_champion_samples * factor),
+        }
+
+    def replay_requests(self, stage: str, factor: float = 1.0) -> int:
+        need = self.needed(stage, factor)
+        if stage == SHADOW:
+            return math.ceil(need["shadow_ok"] * self.replay_margin)
+        w = self.weight(stage)
+        return math.ceil(max(need["challenger"] / w, need["champion"] / (1 - w)) * self.replay_margin)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

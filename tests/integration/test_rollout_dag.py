@@ -1,0 +1,255 @@
+"""evaluate_and_promote's shadow and canary stages on the real local platform: real Airflow (the stage
+waits defer to the real triggerer), real MLflow, real trained click-through models, a real router
+process serving this module's model, replayed traffic and real HITL answers over REST.
+
+Pass path through approval; a slow model (its delay in its signed files) rolled back by the canary and
+rejected without asking anyone; no traffic → INCONCLUSIVE → the approvers' branch. After each run the
+router serves the champion alone (the teardown).
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from airflow_client.client import VariableBody
+
+from tests.fixtures.serving import RouterProcess
+from tollgate.config import default_for
+from tollgate.evaluation.promotion import TAG_REJECTED, alias_version
+from tollgate.evaluation.rollout_stages import TAG_ROLLOUT_SHA256, TAG_ROLLOUT_VERDICTS
+from tollgate.platform.approvals import answer_approval, wait_for_pending_approval
+from tollgate.registry import attestation
+from tollgate.registry.keys import (
+    DEV_DECISION_PRIVATE_KEY,
+    DEV_DECISION_PUBLIC_KEY,
+    DEV_PUBLIC_KEY,
+    SigningKey,
+)
+from tollgate.serving.settings import admin_token_path
+
+pytestmark = pytest.mark.integration
+
+PROMOTE = "evaluate_and_promote"
+MODEL = "tollgate-ctr-rollout-test"
+STAGE_TASKS = ("shadow", "canary_1", "canary_5", "canary_25")
+
+
+def set_plan(admin, **overrides) -> None:
+    plan = {**json.loads(default_for("tollgate_rollout")), **overrides}
+    body = VariableBody(key="tollgate_rollout", value=json.dumps(plan))
+    try:
+        admin.variables.patch_variable("tollgate_rollout", body)
+    except Exception:  # not set yet
+        admin.variables.post_variable(body)
+
+
+@pytest.fixture(scope="module")
+def world(local_platform, admin_client, signed_challenger, promotion_dags, tmp_path_factory):
+    from mlflow import MlflowClient
+
+    home = local_platform.home
+    signed_challenger.pretrain(
+        (MODEL, 1, "normal"),
+        (MODEL, 3, "normal"),
+        (MODEL, 3, "slow"),
+        (MODEL, 1, "slow"),
+        (MODEL, 2, "normal"),
+    )
+    mlflow = MlflowClient(tracking_uri=local_platform.mlflow_url, registry_uri=local_platform.mlflow_url)
+    first = signed_challenger(MODEL, "rollout-first", seed=1)
+    # The first champion is set up directly (its own promotion is test_promotion_dag's subject): an
+    # approval attestation signed with the platform's decision key, then the alias.
+    digest = mlflow.get_model_version(MODEL, first).tags["tollgate.signature_sha256"]
+    decision = attestation.Decision(attestation.APPROVED, MODEL, first, digest, "approver", "e" * 64)
+    attestation.record(mlflow, decision, SigningKey.from_file(home / "keys" / DEV_DECISION_PRIVATE_KEY))
+    mlflow.set_registered_model_alias(MODEL, "champion", first)
+    keys = SimpleNamespace(
+        tracking_uri=local_platform.mlflow_url,
+        model_keys=SimpleNamespace(public_key=home / "keys" / DEV_PUBLIC_KEY),
+        decision_keys=SimpleNamespace(public_key=home / "keys" / DEV_DECISION_PUBLIC_KEY),
+    )
+    token = admin_token_path(home).read_text().strip()  # what the DAG's tasks present
+    router = RouterProcess(
+        tmp_path_factory.mktemp("rollout-dag-router"),
+        keys,
+        MODEL,
+        TOLLGATE_ROUTER_ADMIN_TOKEN=token,
+        TOLLGATE_STORAGE_ROOT=str(home / "storage"),  # the platform's: the DAG reads the log there
+    )
+    router.start()
+    router.wait_for(lambda s: s.get("ready"), "the first champion served", timeout=180)
+    set_plan(admin_client, router_url=router.url)
+    yield {"mlflow": mlflow, "router": router, "first": first, "admin": admin_client, "stack": local_platform,
+           "challengers": signed_challenger}  # fmt: skip
+    admin_client.variables.delete_variable("tollgate_rollout")
+    router.stop()
+
+
+def evaluate(world, version: str) -> str:
+    return world["admin"].trigger(PROMOTE, conf={"model_name": MODEL, "version": version}).dag_run_id
+
+
+def states(world, run_id: str) -> dict[str, str]:
+    tis = world["admin"].task_instances.get_task_instances(PROMOTE, run_id, limit=200).task_instances
+    return {ti.task_id: getattr(ti.state, "value", ti.state) for ti in tis}
+
+
+def diagnose(world, run_id: str) -> str:
+    """Task states and the failed tasks' logs, for an assertion message."""
+    found = states(world, run_id)
+    lines = [json.dumps({k: str(v) for k, v in sorted(found.items())}, indent=0)]
+    for task_id, state in found.items():
+        if str(state) in ("failed", "up_for_retry"):
+            ti = world["admin"].task_instances.get_task_instance(PROMOTE, run_id, task_id)
+            raw = world["admin"].task_instances.get_log_without_preload_content(
+                PROMOTE, run_id, task_id, ti.try_number, accept="application/json"
+            )
+            lines.append(f"--- {task_id}\n{raw.data.decode()[-4000:]}")
+        if task_id.endswith((".run", ".extend")) and state == "success":
+            verdict = world["admin"].xcom(PROMOTE, run_id, task_id)
+            lines.append(f"--- {task_id}: {json.dumps(verdict, default=str)[:3000]}")
+    from tollgate.serving.admin_client import RouterAdmin
+
+    router = world["router"]
+    lines.append(f"--- router counters {RouterAdmin(router.url).counters()}")
+    lines.append(f"--- router events {json.dumps(router.status()['events'][-8:], default=str)[:3000]}")
+    lines.append(f"--- router log\n{router.log.read_text(errors='replace')[-3000:]}")
+    return "\n".join(lines)
+
+
+def pending(world, run_id: str, task_id: str = "approval"):
+    """The HITL detail of ``task_id`` once it waits; fails at once when another task waits instead."""
+    import time
+
+    deadline = time.monotonic() + 420
+    while time.monotonic() < deadline:
+        found = states(world, run_id)
+        others = [t for t, s in found.items() if s == "awaiting_input" and t != task_id]
+        assert not others, f"{others} wait for input instead of {task_id}\n{diagnose(world, run_id)}"
+        if found.get(task_id) == "awaiting_input" or found.get(task_id) in ("skipped", "failed", "success"):
+            break
+        time.sleep(2)
+    try:
+        return wait_for_pending_approval(world["admin"], PROMOTE, run_id, task_id=task_id, timeout=5)
+    except (RuntimeError, TimeoutError) as err:
+        raise AssertionError(f"{err}\n{diagnose(world, run_id)}") from None
+
+
+def finished(world, run_id: str) -> None:
+    try:
+        state = world["admin"].wait_for_run(PROMOTE, run_id, timeout=240).state
+    except TimeoutError as err:
+        raise AssertionError(f"{err}\n{diagnose(world, run_id)}") from None
+    assert state == "success", diagnose(world, run_id)
+
+
+def champion_only(world, timeout: float = 30) -> bool:
+    """The router serves the champion alone (the teardown runs beside the evidence: give it seconds)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        status = world["router"].status()
+        alone = status["variants"]["challenger"] is None and status["rollout"]["mode"] == "off"
+        if alone or time.monotonic() > deadline:
+            return alone
+        time.sleep(0.5)
+
+
+def test_a_good_challenger_passes_every_stage_and_is_promoted_after_approval(world):
+    version = world["challengers"](MODEL, "rollout-good", seed=3)
+    run_id = evaluate(world, version)
+    detail = pending(world, run_id)
+
+    for stage in STAGE_TASKS:
+        assert f"| {stage} | PASS |" in detail.body, detail.body
+    assert "latency_shift_ms" in detail.body and "delta_auc" in detail.body
+    tags = world["mlflow"].get_model_version(MODEL, version).tags
+    assert tags[TAG_ROLLOUT_VERDICTS] == ", ".join(f"{s}=PASS" for s in STAGE_TASKS)
+    assert tags[TAG_ROLLOUT_SHA256] in detail.body
+    assert champion_only(world)  # the rollout ended before the approval (teardown)
+
+    answer_approval(_approver(world), PROMOTE, run_id, "Approve", comment="canary clean")
+    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300).state == "success"
+    assert alias_version(world["mlflow"], MODEL, "champion") == version
+    ti = states(world, run_id)
+    assert ti["end_rollout"] == "success" and ti["shadow.ask"] == "skipped"
+
+
+def _approver(world):
+    from tollgate.platform.api import AirflowClient
+
+    stack = world["stack"]
+    return AirflowClient(stack.airflow_url, "approver", stack.passwords()["approver"])
+
+
+def test_a_slow_model_is_rolled_back_by_the_canary_and_rejected_without_asking(world):
+    champion = alias_version(world["mlflow"], MODEL, "champion")
+    version = world["challengers"](MODEL, "rollout-slow", seed=3, quality="slow")
+    run_id = evaluate(world, version)
+    assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=420).state == "success", diagnose(
+        world, run_id
+    )
+
+    ti = states(world, run_id)
+    assert ti["shadow.passed"] == "success" and ti["canary_1.failed"] == "success"
+    assert ti["approval"] == "skipped" and ti["reject_on_gates"] == "success"
+    assert ti["canary_5.run"] == "skipped" and ti["end_rollout"] == "success"
+    tags = world["mlflow"].get_model_version(MODEL, version).tags
+    assert tags[TAG_REJECTED] == "true"
+    assert "canary_1 FAIL" in tags["tollgate.rejection_reasons"]
+    assert "latency" in tags["tollgate.rejection_reasons"] or "p99" in tags["tollgate.rejection_reasons"]
+    assert tags[TAG_ROLLOUT_VERDICTS].startswith("shadow=PASS, canary_1=FAIL")
+    assert alias_version(world["mlflow"], MODEL, "champion") == champion
+    assert champion_only(world)
+
+
+def test_no_traffic_is_inconclusive_and_the_approvers_decide(world):
+    set_plan(world["admin"], router_url=world["router"].url, replay=False, stage_deadline_s=3)
+    try:
+        # as good as the first champion offline (same seed, a slow twin): only the traffic is missing
+        version = world["challengers"](MODEL, "rollout-quiet", seed=1, quality="slow")
+        run_id = evaluate(world, version)
+        detail = pending(world, run_id, "shadow.ask")
+        assert "INCONCLUSIVE" in detail.subject and "too few labelled shadow pairs" in detail.body
+        assert [u.id for u in detail.assigned_users] == ["approver"]
+        answer_approval(_approver(world), PROMOTE, run_id, "Reject", task_id="shadow.ask")
+        finished(world, run_id)
+    finally:
+        set_plan(world["admin"], router_url=world["router"].url)
+    ti = states(world, run_id)
+    assert ti["shadow.rejected"] == "success" and ti["reject_on_gates"] == "success"
+    reasons = world["mlflow"].get_model_version(MODEL, version).tags["tollgate.rejection_reasons"]
+    assert "shadow INCONCLUSIVE" in reasons and "approvers chose Reject" in reasons
+    assert champion_only(world)
+
+
+def test_a_stage_failed_by_hand_mid_wait_still_ends_with_the_champion_alone(world):
+    """An operator marks the waiting stage failed (as the UI's "Mark as failed" does): the teardown runs,
+    the router serves the champion alone and nothing is promoted."""
+    import time
+
+    from airflow_client.client import PatchTaskInstanceBody, TaskInstanceState
+
+    champion = alias_version(world["mlflow"], MODEL, "champion")
+    set_plan(world["admin"], router_url=world["router"].url, replay=False, stage_deadline_s=120)
+    try:
+        version = world["challengers"](MODEL, "rollout-cleared", seed=2)
+        run_id = evaluate(world, version)
+        deadline = time.monotonic() + 240
+        while states(world, run_id).get("shadow.run") != "deferred":
+            assert time.monotonic() < deadline, diagnose(world, run_id)
+            time.sleep(1)
+        assert world["router"].status()["rollout"]["mode"] == "shadow"
+        world["admin"].task_instances.patch_task_instance(
+            PROMOTE, run_id, "shadow.run", PatchTaskInstanceBody(new_state=TaskInstanceState.FAILED)
+        )
+        state = world["admin"].wait_for_run(PROMOTE, run_id, timeout=240).state
+    finally:
+        set_plan(world["admin"], router_url=world["router"].url)
+    assert state == "failed"
+    assert states(world, run_id)["end_rollout"] == "success", diagnose(world, run_id)
+    assert champion_only(world)
+    assert alias_version(world["mlflow"], MODEL, "champion") == champion

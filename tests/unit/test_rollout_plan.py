@@ -1,0 +1,116 @@
+"""The rollout plan's settings, the triggerer's stop rule, the rollout gate and its evidence: pure parts."""
+
+from __future__ import annotations
+
+import pytest
+
+from tollgate.config import default_for
+from tollgate.evaluation.rollout_plan import STAGES, RolloutPlan
+from tollgate.evaluation.rollout_stages import rollout_evidence, rollout_gate, rollout_wanted, stage_table
+from tollgate.evaluation.rollout_wait import DEADLINE, ENDED, READY, stage_outcome
+from tollgate.serving.admin_client import counters
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_local_default_is_small_and_production_gets_the_analysis_defaults():
+    local = RolloutPlan.from_json(default_for("tollgate_rollout"))
+    assert local.replay and local.analysis.min_challenger_samples == 30 and local.stage_deadline_s == 120
+    production = RolloutPlan.from_json('{"replay": false, "required": true}')
+    assert production.analysis.min_challenger_samples == 8000 and not production.replay
+    assert [production.weight(s) for s in STAGES] == [0.0, 0.01, 0.05, 0.25]
+    # requests to replay: enough for the smaller arm at the stage's weight, with the margin
+    assert local.replay_requests("canary_1") == 3900 and local.replay_requests("shadow") == 260
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('{"replay": true, "speed": 3}', "unknown keys ['speed']"),
+        ('{"analysis": {"min_samples": 3}}', "analysis: unknown keys ['min_samples']"),
+        ('{"analysis": {"canary_weights": {"canary_1": 0.1}}}', "lacks stages ['canary_5', 'canary_25']"),
+        ("[1]", "must be a JSON object"),
+    ],
+)
+def test_a_wrong_plan_is_refused_naming_the_key(text, words):
+    with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        RolloutPlan.from_json(text)
+
+
+STAGE = {
+    "rollout_id": "r1", "mode": "canary", "weight_bp": 100, "baseline": {"challenger": 5, "champion": 50,
+    "requests": 55, "log_rows": 55}, "need": {"challenger": 30, "champion": 30}, "labels_at": 100.0,
+    "deadline": 200.0,
+}  # fmt: skip
+ROLLOUT = {"rollout_id": "r1", "mode": "canary", "weight_bp": 100}
+
+
+def test_the_wait_fires_on_samples_flushed_and_matured_on_an_ended_rollout_or_at_the_deadline():
+    enough = {"challenger": 35, "champion": 3000, "requests": 3100, "log_rows": 3100}
+    assert stage_outcome(STAGE, enough, ROLLOUT, 150.0) == READY
+    assert stage_outcome(STAGE, {**enough, "log_rows": 3000}, ROLLOUT, 150.0) is None  # log not flushed
+    assert stage_outcome(STAGE, enough, ROLLOUT, 50.0) is None  # labels not matured
+    assert stage_outcome(STAGE, {**enough, "challenger": 34}, ROLLOUT, 150.0) is None  # 29 new only
+    assert stage_outcome(STAGE, {**enough, "challenger": 34}, ROLLOUT, 200.0) == DEADLINE
+    for changed in ({"mode": "off"}, {"rollout_id": "r2"}, {"weight_bp": 500}):
+        assert stage_outcome(STAGE, enough, {**ROLLOUT, **changed}, 150.0) == ENDED
+
+
+def test_counters_read_from_the_prometheus_text():
+    text = "\n".join([
+        'tollgate_router_requests_total{variant="challenger",version="2",status="200"} 7.0',
+        'tollgate_router_requests_total{variant="champion",version="1",status="200"} 90.0',
+        'tollgate_router_requests_total{variant="champion",version="1",status="422"} 3.0',
+        'tollgate_router_shadow_predictions_total{status="ok"} 11.0',
+        'tollgate_router_shadow_predictions_total{status="error"} 2.0',
+        "tollgate_router_prediction_log_rows_total 99.0",
+    ])  # fmt: skip
+    assert counters(text) == {
+        "challenger": 7,
+        "champion": 90,
+        "requests": 100,
+        "shadow_ok": 11,
+        "log_rows": 99,
+    }
+
+
+def record(stage: str, verdict: str, reasons=()) -> dict:
+    stats = [{"name": "p99_ratio", "estimate": 1.0, "low": 0.9, "high": 1.1, "n": 40, "p_value": 0.5}]
+    return {"stage": stage, "verdict": verdict, "reasons": list(reasons), "statistics": stats, "sha256": "x"}
+
+
+def test_the_gate_passes_only_when_every_stage_passed_or_an_approver_chose_continue():
+    passed = {s: record(s, "PASS") for s in STAGES}
+    assert rollout_gate(passed, {})["passed"]
+    unsure = {**passed, "canary_5": record("canary_5", "INCONCLUSIVE", ["too few samples"])}
+    assert rollout_gate(unsure, {"canary_5": "Continue"})["passed"]
+    for choice in (None, "Extend", "Reject"):
+        gate = rollout_gate(unsure, {"canary_5": choice})
+        assert not gate["passed"] and "canary_5 INCONCLUSIVE (too few samples)" in gate["reasons"][0]
+    skipped = {**passed, "canary_25": None}  # a stage marked by hand never ran: no verdict, no pass
+    assert rollout_gate(skipped, {})["reasons"] == [
+        "canary_25: no verdict (not run, skipped or marked by hand)"
+    ]
+    failed = {**passed, "canary_1": record("canary_1", "FAIL", ["p99_ratio: worse"])}
+    assert rollout_gate(failed, {})["reasons"] == ["canary_1 FAIL: p99_ratio: worse"]
+    assert rollout_gate(passed, {})["sha256"] != rollout_gate(unsure, {"canary_5": "Continue"})["sha256"]
+    assert "| canary_1 | PASS | p99_ratio | 1 [0.9, 1.1] | 40 | 0.5 |" in stage_table(passed)
+
+
+def test_stages_not_run_are_said_in_the_evidence_and_fail_the_gate_only_when_required():
+    plan, required = RolloutPlan(), RolloutPlan(required=True)
+    note = "not run: the router at http://x serves model 'a', not 'b'"
+    assert rollout_evidence(note, None, {}, {}, plan)["gate"] == {"passed": True, "reasons": []}
+    assert not rollout_evidence(note, None, {}, {}, required)["gate"]["passed"]
+    first = "not run: no champion yet (the first model is held to the offline gate's bounds)"
+    assert rollout_evidence(first, None, {}, {}, required)["gate"]["passed"]
+    assert rollout_evidence("not run: an earlier gate failed", None, {}, {}, required) is None
+
+
+def test_no_stages_without_a_passed_offline_gate_or_a_champion():
+    plan = RolloutPlan(router_url="http://127.0.0.1:9")  # nothing listens there
+    ok, good = {"ok": True}, {"passed": True, "champion_version": "1"}
+    assert rollout_wanted({"ok": False}, good, "m", plan) == (False, "not run: an earlier gate failed")
+    assert "no champion yet" in rollout_wanted(ok, {"passed": True}, "m", plan)[1]
+    wanted, why = rollout_wanted(ok, good, "m", plan)
+    assert not wanted and "unreachable" in why
