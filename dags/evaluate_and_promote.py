@@ -195,7 +195,7 @@ def evaluate_and_promote():
         from tollgate.evaluation.rollout_stages import load_plan, record_on_version, rollout_evidence
         from tollgate.runtime import setting
 
-        rollout = rollout_evidence(*collect(context), load_plan())
+        rollout = rollout_evidence(*collect(context, challenger), load_plan())
         record_on_version(challenger, rollout)
         evidence = build_evidence(challenger, signature, offline, setting("tollgate_mlflow_ui_url"), rollout)
         evidence["approval_timeout_minutes"] = float(context["params"]["approval_timeout_minutes"])

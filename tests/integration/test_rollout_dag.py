@@ -205,6 +205,41 @@ def test_a_slow_model_is_rolled_back_by_the_canary_and_rejected_without_asking(w
     assert alias_version(world["mlflow"], MODEL, "champion") == champion
     assert champion_only(world)
 
+    # The attack: a user who can edit the run patches canary_1's verdict XCom to PASS and clears the
+    # evidence. The evidence takes verdicts from the records the stage tasks stored, not from XComs.
+    import time
+
+    from airflow_client.client import (
+        ClearTaskInstancesBody,
+        ClearTaskInstancesBodyTaskIdsInner,
+        XComUpdateBody,
+    )
+
+    admin = world["admin"]
+    forged = {**admin.xcom(PROMOTE, run_id, "canary_1.run"), "verdict": "PASS", "reasons": []}
+    admin.xcoms.update_xcom_entry(
+        PROMOTE, "canary_1.run", run_id, "return_value", XComUpdateBody(value=forged, map_index=-1)
+    )
+    tries_before = admin.task_instances.get_task_instance(PROMOTE, run_id, "assemble_evidence").try_number
+    admin.task_instances.post_clear_task_instances(
+        PROMOTE,
+        ClearTaskInstancesBody(
+            dry_run=False, dag_run_id=run_id, only_failed=False,
+            task_ids=[ClearTaskInstancesBodyTaskIdsInner("assemble_evidence")],
+        ),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:  # the cleared task's next try, finished
+        ti = admin.task_instances.get_task_instance(PROMOTE, run_id, "assemble_evidence")
+        if ti.try_number > tries_before and getattr(ti.state, "value", ti.state) in ("success", "failed"):
+            break
+        assert time.monotonic() < deadline, diagnose(world, run_id)
+        time.sleep(1)
+    evidence = admin.xcom(PROMOTE, run_id, "assemble_evidence")
+    assert not evidence["gates_passed"], evidence
+    assert evidence["rollout"]["verdicts"]["canary_1"] == "FAIL"
+    assert alias_version(world["mlflow"], MODEL, "champion") == champion
+
 
 def test_no_traffic_is_inconclusive_and_the_approvers_decide(world):
     set_plan(world["admin"], router_url=world["router"].url, replay=False, stage_deadline_s=3)

@@ -114,3 +114,42 @@ def test_no_stages_without_a_passed_offline_gate_or_a_champion():
     assert "no champion yet" in rollout_wanted(ok, {"passed": True}, "m", plan)[1]
     wanted, why = rollout_wanted(ok, good, "m", plan)
     assert not wanted and "unreachable" in why
+
+
+def test_the_evidence_reads_verdicts_from_storage_and_refuses_a_foreign_record(tmp_path):
+    """XComs can be patched over the REST API; the stage records the evidence uses are the ones the
+    stage tasks wrote under the storage root, found by the rollout id of this challenger and run."""
+    from tollgate.evaluation.rollout_stages import rollout_id_for, save_record, stored_rollout
+
+    root, run_id = str(tmp_path), "manual__2024-03-01"
+    challenger = {"model_name": "tollgate-ctr", "version": "4"}
+    rollout_id = rollout_id_for("tollgate-ctr", "4", run_id)
+    assert stored_rollout(root, challenger, run_id, STAGES) == (None, dict.fromkeys(STAGES))
+
+    save_record(root, rollout_id, "rollout", {"rollout_id": rollout_id, "version": "4"})
+    save_record(
+        root, rollout_id, "shadow", {"stage": "shadow", "rollout_id": rollout_id, "verdict": "INCONCLUSIVE"}
+    )
+    save_record(
+        root, rollout_id, "shadow.extend", {"stage": "shadow", "rollout_id": rollout_id, "verdict": "PASS"}
+    )
+    save_record(
+        root,
+        rollout_id,
+        "canary_1",
+        {"stage": "canary_1", "rollout_id": rollout_id, "verdict": "FAIL", "reasons": ["p99 ratio 2.1"]},
+    )
+    rollout, records = stored_rollout(root, challenger, run_id, STAGES)
+    assert rollout["version"] == "4"
+    assert records["shadow"]["verdict"] == "PASS"  # the approvers' Extend decides, not the first look
+    assert records["canary_1"]["verdict"] == "FAIL" and records["canary_5"] is None
+    gate = rollout_gate(records, dict.fromkeys(STAGES))
+    assert not gate["passed"] and "canary_1 FAIL: p99 ratio 2.1" in gate["reasons"]
+
+    # another rollout's PASS copied over this one's FAIL is refused, not used
+    other = rollout_id_for("tollgate-ctr", "3", run_id)
+    save_record(root, rollout_id, "canary_1", {"stage": "canary_1", "rollout_id": other, "verdict": "PASS"})
+    with pytest.raises(RuntimeError, match="refusing it"):
+        stored_rollout(root, challenger, run_id, STAGES)
+    # a different run of the same version has its own rollout: nothing of this one leaks into it
+    assert stored_rollout(root, challenger, "manual__2024-03-02", STAGES)[0] is None

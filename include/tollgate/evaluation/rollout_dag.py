@@ -162,7 +162,7 @@ def end_rollout_teardown(begun: Any) -> Any:
 
 
 def collect(
-    context: Any,
+    context: Any, challenger: dict[str, Any]
 ) -> tuple[str | None, dict[str, Any] | None, dict[str, dict | None], dict[str, str | None]]:
     """(why the stages ran or not, rollout, each stage's last verdict record, each stage's approver
     choice) for the evidence.
@@ -170,13 +170,17 @@ def collect(
     Choices come from Airflow's own HITL records (as the approval does), not from XComs."""
     from tollgate.config import AIRFLOW_API_CONN_ID
     from tollgate.evaluation.approval_record import ApprovalNotAsked, fetch_approval_record
+    from tollgate.evaluation.rollout_stages import stored_rollout
 
     ti = context["ti"]
-    rollout = ti.xcom_pull(task_ids=BEGIN)  # None when the stages were not begun
-    records: dict[str, dict | None] = {}
+    # The rollout and the verdicts come from storage, where the tasks wrote them, never from XComs
+    # (which users can patch over the REST API): a forged PASS or a deleted rollout changes nothing.
+    from tollgate.runtime import setting
+
+    root = setting("tollgate_storage_root")
+    rollout, records = stored_rollout(root, challenger, context["run_id"], STAGES)
     choices: dict[str, str | None] = {}
     for stage in STAGES:
-        records[stage] = ti.xcom_pull(task_ids=f"{stage}.extend") or ti.xcom_pull(task_ids=f"{stage}.run")
         choices[stage] = None
         if records[stage] and records[stage]["verdict"] == "INCONCLUSIVE":
             try:

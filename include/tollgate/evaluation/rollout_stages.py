@@ -271,7 +271,7 @@ def begin(
     dataset = signature["provenance"]["predicate"]["dataset"]
     example = dataset.get("example") or extensions.configured()
     name, version = challenger["model_name"], str(challenger["version"])
-    return {
+    rollout = {
         "rollout_id": rollout_id_for(name, version, run_id),
         "model_name": name,
         "version": version,
@@ -283,6 +283,8 @@ def begin(
         "owner": f"airflow {dag_id}/{run_id}",
         "router_url": plan.router_url,
     }
+    save_record(rollout["storage_root"], rollout["rollout_id"], "rollout", rollout)
+    return rollout
 
 
 def rollout_wanted(
@@ -352,3 +354,51 @@ def record_on_version(challenger: dict[str, Any], rollout: dict[str, Any] | None
     verdicts = ", ".join(f"{s}={v or 'not run'}" for s, v in rollout["verdicts"].items())
     client.set_model_version_tag(name, version, TAG_ROLLOUT_VERDICTS, verdicts)
     client.set_model_version_tag(name, version, TAG_ROLLOUT_SHA256, rollout["sha256"])
+
+
+# ---- the rollout's records in object storage, not in XComs ------------------------------------------
+# XComs can be created and patched over Airflow's REST API by any user who can edit a run, so the
+# evidence never takes a verdict from one: the stage task writes its record under the storage root (which
+# Airflow users cannot write), and the evidence reads it back by the rollout id it computes itself.
+def _record_uri(storage_root: str, rollout_id: str, name: str) -> str:
+    from tollgate import storage
+
+    return storage.join(storage_root, "rollouts", rollout_id, f"{name}.json")
+
+
+def save_record(storage_root: str, rollout_id: str, name: str, record: dict[str, Any]) -> None:
+    """The latest record of ``name`` (``rollout``, a stage, ``<stage>.extend``); a cleared task's rerun
+    replaces it."""
+    import json
+
+    from tollgate import storage
+
+    fs, path = storage.filesystem(_record_uri(storage_root, rollout_id, name))
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(path, json.dumps(record, sort_keys=True, default=str).encode())
+
+
+def load_record(storage_root: str, rollout_id: str, name: str) -> dict[str, Any] | None:
+    import json
+
+    from tollgate import storage
+
+    uri = _record_uri(storage_root, rollout_id, name)
+    return json.loads(storage.read_bytes(uri)) if storage.exists(uri) else None
+
+
+def stored_rollout(
+    storage_root: str, challenger: dict[str, Any], run_id: str, stages: tuple[str, ...]
+) -> tuple[dict[str, Any] | None, dict[str, dict | None]]:
+    """(the rollout begun for this challenger in this run, each stage's last record), from storage."""
+    root = storage_root
+    rollout_id = rollout_id_for(challenger["model_name"], str(challenger["version"]), run_id)
+    rollout = load_record(root, rollout_id, "rollout")
+    records: dict[str, dict | None] = {}
+    for stage in stages:
+        record = load_record(root, rollout_id, f"{stage}.extend") or load_record(root, rollout_id, stage)
+        if record is not None and (record.get("stage"), record.get("rollout_id")) != (stage, rollout_id):
+            raise RuntimeError(f"stored record of stage {stage} names {record.get('stage')!r} of rollout "
+                               f"{record.get('rollout_id')!r}, not {rollout_id!r}: refusing it")  # fmt: skip
+        records[stage] = record
+    return rollout, records

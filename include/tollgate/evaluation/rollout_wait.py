@@ -129,7 +129,14 @@ class RolloutStageOperator(BaseOperator):
     def execute_complete(
         self, context: Any, event: dict[str, Any], started: dict[str, Any]
     ) -> dict[str, Any]:
-        from tollgate.evaluation.rollout_stages import FAIL, analyse_stage, load_plan, rollback, stage_table
+        from tollgate.evaluation.rollout_stages import (
+            FAIL,
+            analyse_stage,
+            load_plan,
+            rollback,
+            save_record,
+            stage_table,
+        )
 
         rollout = context["ti"].xcom_pull(task_ids=self.begin_task_id)
         plan = load_plan()
@@ -137,6 +144,9 @@ class RolloutStageOperator(BaseOperator):
             "stage %s wait ended: %s (progress %s)", self.stage, event["outcome"], event.get("progress")
         )
         record = analyse_stage(plan, started, event, rollout["task"], rollout["storage_root"])
+        record = {**record, "rollout_id": rollout["rollout_id"]}
+        name = self.stage if self.factor == 1.0 else f"{self.stage}.extend"
+        save_record(rollout["storage_root"], rollout["rollout_id"], name, record)  # what the evidence reads
         self.log.info(
             "%s: %s %s\n%s",
             self.stage,
