@@ -113,11 +113,14 @@ def rollout_stages(challenger: Any, signature: Any, offline: Any) -> tuple[Any, 
     def enter_rollout(
         challenger: dict[str, Any], signature: dict[str, Any], offline: dict[str, Any], **context: Any
     ) -> str:
-        from tollgate.evaluation.rollout_stages import load_plan, rollout_wanted
+        from tollgate.evaluation.rollout_stages import load_plan, rollout_id_for, rollout_wanted, save_record
+        from tollgate.runtime import setting
 
         wanted, why = rollout_wanted(signature, offline, challenger["model_name"], load_plan())
         print(f"shadow and canary stages: {why}")
-        context["ti"].xcom_push(key="why", value=why)
+        context["ti"].xcom_push(key="why", value=why)  # for the UI; the evidence reads the stored one
+        rollout_id = rollout_id_for(challenger["model_name"], str(challenger["version"]), context["run_id"])
+        save_record(setting("tollgate_storage_root"), rollout_id, ENTRY, {"why": why, "wanted": wanted})
         return BEGIN if wanted else SKIP
 
     @task(task_id=BEGIN)
@@ -170,14 +173,15 @@ def collect(
     Choices come from Airflow's own HITL records (as the approval does), not from XComs."""
     from tollgate.config import AIRFLOW_API_CONN_ID
     from tollgate.evaluation.approval_record import ApprovalNotAsked, fetch_approval_record
-    from tollgate.evaluation.rollout_stages import stored_rollout
-
-    ti = context["ti"]
-    # The rollout and the verdicts come from storage, where the tasks wrote them, never from XComs
-    # (which users can patch over the REST API): a forged PASS or a deleted rollout changes nothing.
+    from tollgate.evaluation.rollout_stages import load_record, rollout_id_for, stored_rollout
     from tollgate.runtime import setting
 
+    # Why the stages ran or not, the rollout and the verdicts come from storage, where the tasks wrote
+    # them, never from XComs (which users can patch over the REST API): a forged PASS, a forged "no
+    # champion yet" or a deleted rollout changes nothing.
     root = setting("tollgate_storage_root")
+    rollout_id = rollout_id_for(challenger["model_name"], str(challenger["version"]), context["run_id"])
+    entry = load_record(root, rollout_id, ENTRY) or {}
     rollout, records = stored_rollout(root, challenger, context["run_id"], STAGES)
     choices: dict[str, str | None] = {}
     for stage in STAGES:
@@ -191,4 +195,4 @@ def collect(
                 continue
             if answer.response_received and answer.chosen_options:
                 choices[stage] = answer.chosen_options[0]
-    return ti.xcom_pull(task_ids=ENTRY, key="why"), rollout, records, choices
+    return entry.get("why"), rollout, records, choices
