@@ -207,38 +207,47 @@ def test_a_slow_model_is_rolled_back_by_the_canary_and_rejected_without_asking(w
 
     # The attack: a user who can edit the run patches canary_1's verdict XCom to PASS and clears the
     # evidence. The evidence takes verdicts from the records the stage tasks stored, not from XComs.
-    import time
-
-    from airflow_client.client import (
-        ClearTaskInstancesBody,
-        ClearTaskInstancesBodyTaskIdsInner,
-        XComUpdateBody,
-    )
+    from airflow_client.client import XComUpdateBody
 
     admin = world["admin"]
     forged = {**admin.xcom(PROMOTE, run_id, "canary_1.run"), "verdict": "PASS", "reasons": []}
     admin.xcoms.update_xcom_entry(
         PROMOTE, "canary_1.run", run_id, "return_value", XComUpdateBody(value=forged, map_index=-1)
     )
-    tries_before = admin.task_instances.get_task_instance(PROMOTE, run_id, "assemble_evidence").try_number
-    admin.task_instances.post_clear_task_instances(
-        PROMOTE,
-        ClearTaskInstancesBody(
-            dry_run=False, dag_run_id=run_id, only_failed=False,
-            task_ids=[ClearTaskInstancesBodyTaskIdsInner("assemble_evidence")],
-        ),
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while True:  # the cleared task's next try, finished
-        ti = admin.task_instances.get_task_instance(PROMOTE, run_id, "assemble_evidence")
-        if ti.try_number > tries_before and getattr(ti.state, "value", ti.state) in ("success", "failed"):
-            break
-        assert time.monotonic() < deadline, diagnose(world, run_id)
-        time.sleep(1)
+    rerun(world, run_id, "assemble_evidence")
     evidence = admin.xcom(PROMOTE, run_id, "assemble_evidence")
     assert not evidence["gates_passed"], evidence
     assert evidence["rollout"]["verdicts"]["canary_1"] == "FAIL"
     assert alias_version(world["mlflow"], MODEL, "champion") == champion
+
+    # Clearing the failed stage to draw it again: the stored verdict stands, the stage does not rerun.
+    rerun(world, run_id, "canary_1.run")
+    assert admin.xcom(PROMOTE, run_id, "canary_1.run")["verdict"] == "FAIL"
+    assert world["router"].status()["rollout"]["mode"] == "off"  # no new rollout was started
+
+
+def rerun(world, run_id: str, task_id: str) -> None:
+    """Clear one task of the run (as the UI's Clear does) and wait for its next try to end."""
+    import time
+
+    from airflow_client.client import ClearTaskInstancesBody, ClearTaskInstancesBodyTaskIdsInner
+
+    admin = world["admin"]
+    tries_before = admin.task_instances.get_task_instance(PROMOTE, run_id, task_id).try_number
+    admin.task_instances.post_clear_task_instances(
+        PROMOTE,
+        ClearTaskInstancesBody(
+            dry_run=False, dag_run_id=run_id, only_failed=False,
+            task_ids=[ClearTaskInstancesBodyTaskIdsInner(task_id)],
+        ),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:
+        ti = admin.task_instances.get_task_instance(PROMOTE, run_id, task_id)
+        if ti.try_number > tries_before and getattr(ti.state, "value", ti.state) in ("success", "failed"):
+            return
+        assert time.monotonic() < deadline, diagnose(world, run_id)
+        time.sleep(1)
 
 
 def test_no_traffic_is_inconclusive_and_the_approvers_decide(world):

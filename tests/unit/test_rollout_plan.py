@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tollgate.config import default_for
@@ -146,9 +148,15 @@ def test_the_evidence_reads_verdicts_from_storage_and_refuses_a_foreign_record(t
     gate = rollout_gate(records, dict.fromkeys(STAGES))
     assert not gate["passed"] and "canary_1 FAIL: p99 ratio 2.1" in gate["reasons"]
 
-    # another rollout's PASS copied over this one's FAIL is refused, not used
+    # a re-run stage cannot replace its verdict: the first record stands
+    luckier = {"stage": "canary_1", "rollout_id": rollout_id, "verdict": "PASS", "reasons": []}
+    assert not save_record(root, rollout_id, "canary_1", luckier)
+    assert stored_rollout(root, challenger, run_id, STAGES)[1]["canary_1"]["verdict"] == "FAIL"
+
+    # another rollout's PASS copied over this one's FAIL (by hand, in storage) is refused, not used
     other = rollout_id_for("tollgate-ctr", "3", run_id)
-    save_record(root, rollout_id, "canary_1", {"stage": "canary_1", "rollout_id": other, "verdict": "PASS"})
+    forged = {"stage": "canary_1", "rollout_id": other, "verdict": "PASS"}
+    (tmp_path / "rollouts" / rollout_id / "canary_1.json").write_text(json.dumps(forged))
     with pytest.raises(RuntimeError, match="refusing it"):
         stored_rollout(root, challenger, run_id, STAGES)
     # a different run of the same version has its own rollout: nothing of this one leaks into it

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 
 
-def _seal(record: dict[str, Any]) -> dict[str, Any]:
+def seal(record: dict[str, Any]) -> dict[str, Any]:
     body = json.dumps(record, sort_keys=True, separators=(",", ":"))
     return {**record, "sha256": hashlib.sha256(body.encode()).hexdigest()}
 
@@ -57,7 +57,7 @@ def _decide(
         verdict = INCONCLUSIVE
     else:
         verdict = PASS
-    return _seal(
+    return seal(
         {
             "stage": stage,
             "kind": kind,

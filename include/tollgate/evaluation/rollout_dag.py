@@ -23,7 +23,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import TaskGroup, TriggerRule, task
 
-from tollgate.evaluation.rollout_plan import STAGES
+from tollgate.evaluation.rollout_plan import CONTINUE, EXTEND, REJECT, STAGES
 from tollgate.evaluation.rollout_wait import RolloutStageOperator
 
 ENTRY = "enter_rollout"
@@ -31,7 +31,6 @@ BEGIN = "begin_rollout"
 SKIP = "skip_rollout"
 DONE = "rollout_done"
 JOIN = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
-CONTINUE, EXTEND, REJECT = "Continue", "Extend", "Reject"
 
 
 class InconclusiveStageOperator(HITLBranchOperator):

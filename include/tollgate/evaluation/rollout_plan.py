@@ -20,6 +20,7 @@ from tollgate.evaluation.canary_settings import CanarySettings
 SHADOW = "shadow"
 # Stage ids are fixed at DAG parse time (task ids); their weights come from CanarySettings.canary_weights.
 STAGES = (SHADOW, "canary_1", "canary_5", "canary_25")
+CONTINUE, EXTEND, REJECT = "Continue", "Extend", "Reject"  # what approvers choose for an INCONCLUSIVE stage
 
 
 def default_router_url() -> str:

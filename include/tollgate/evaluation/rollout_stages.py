@@ -17,11 +17,10 @@ import re
 import time
 from typing import Any
 
-from tollgate.evaluation.rollout_plan import SHADOW, STAGES, RolloutPlan
+from tollgate.evaluation.rollout_plan import CONTINUE, SHADOW, STAGES, RolloutPlan
 from tollgate.serving.admin_client import RouterAdmin
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
-CONTINUE, EXTEND, REJECT = "Continue", "Extend", "Reject"
 
 
 def progress_of(baseline: dict[str, float], now: dict[str, float]) -> dict[str, float]:
@@ -101,12 +100,12 @@ def start_stage(
 
 
 def _ended_record(stage: str, wait: dict[str, Any]) -> dict[str, Any]:
-    from tollgate.evaluation.canary_verdict import _seal
+    from tollgate.evaluation.canary_verdict import seal
 
     rollout = wait.get("rollout") or {}
     reason = rollout.get("aborted_reason") or f"the rollout was changed under the stage: {rollout}"
     reasons = [f"rollout ended by the router: {reason}"]
-    return _seal(
+    return seal(
         {"stage": stage, "kind": "ended", "verdict": FAIL, "reasons": reasons,
          "statistics": [], "progress": wait.get("progress")}
     )  # fmt: skip
@@ -172,11 +171,6 @@ def end_rollout(plan: RolloutPlan, rollout_id: str, admin: RouterAdmin | None = 
             return {"ended": True, "rollout": status["rollout"]}
         time.sleep(0.25)
     raise RuntimeError(f"the router still serves a challenger after the teardown: {status['rollout']}")
-
-
-def next_after(stage: str) -> str | None:
-    i = STAGES.index(stage)
-    return STAGES[i + 1] if i + 1 < len(STAGES) else None
 
 
 def rollout_gate(records: dict[str, dict[str, Any] | None], choices: dict[str, str | None]) -> dict[str, Any]:
@@ -359,23 +353,25 @@ def record_on_version(challenger: dict[str, Any], rollout: dict[str, Any] | None
 # ---- the rollout's records in object storage, not in XComs ------------------------------------------
 # XComs can be created and patched over Airflow's REST API by any user who can edit a run, so the
 # evidence never takes a verdict from one: the stage task writes its record under the storage root (which
-# Airflow users cannot write), and the evidence reads it back by the rollout id it computes itself.
+# Airflow users cannot write), once, and the evidence reads it back by the rollout id it computes itself.
 def _record_uri(storage_root: str, rollout_id: str, name: str) -> str:
     from tollgate import storage
 
     return storage.join(storage_root, "rollouts", rollout_id, f"{name}.json")
 
 
-def save_record(storage_root: str, rollout_id: str, name: str, record: dict[str, Any]) -> None:
-    """The latest record of ``name`` (``rollout``, a stage, ``<stage>.extend``); a cleared task's rerun
-    replaces it."""
+def save_record(storage_root: str, rollout_id: str, name: str, record: dict[str, Any]) -> bool:
+    """Store the record of ``name`` (``enter_rollout``, ``rollout``, a stage, ``<stage>.extend``) once.
+
+    The first record stays: a stage task cleared and re-run cannot replace a FAIL or INCONCLUSIVE with a
+    luckier PASS (it resumes with the stored record instead; Extend is the approvers' way to look again).
+    Returns whether this call stored it."""
     import json
 
     from tollgate import storage
 
-    fs, path = storage.filesystem(_record_uri(storage_root, rollout_id, name))
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe_file(path, json.dumps(record, sort_keys=True, default=str).encode())
+    data = json.dumps(record, sort_keys=True, default=str).encode()
+    return storage.put_if_absent(_record_uri(storage_root, rollout_id, name), data)
 
 
 def load_record(storage_root: str, rollout_id: str, name: str) -> dict[str, Any] | None:

@@ -102,12 +102,24 @@ class RolloutStageOperator(BaseOperator):
         self.begin_task_id = begin_task_id
         self.factor = factor
 
-    def execute(self, context: Any) -> None:
-        from tollgate.evaluation.rollout_stages import load_plan, replay_frame, start_stage
+    @property
+    def record_name(self) -> str:
+        """The stored record's name: the stage, or ``<stage>.extend`` for an approvers' Extend."""
+        return self.stage if self.factor == 1.0 else f"{self.stage}.extend"
+
+    def execute(self, context: Any) -> dict[str, Any] | None:
+        from tollgate.evaluation.rollout_stages import load_plan, load_record, replay_frame, start_stage
 
         rollout = context["ti"].xcom_pull(task_ids=self.begin_task_id)
         if not rollout:
             raise ValueError(f"no rollout record from {self.begin_task_id}: the rollout was not begun")
+        decided = load_record(rollout["storage_root"], rollout["rollout_id"], self.record_name)
+        if decided is not None:  # a cleared or retried task: the verdict stands, it is not drawn again
+            self.log.warning(
+                "stage %s of rollout %s was already decided (%s): not run again; the stored record stands",
+                self.stage, rollout["rollout_id"], decided["verdict"],
+            )  # fmt: skip
+            return decided
         plan = load_plan()
         rows, label = replay_frame(plan, rollout)
         started = start_stage(
@@ -133,6 +145,7 @@ class RolloutStageOperator(BaseOperator):
             FAIL,
             analyse_stage,
             load_plan,
+            load_record,
             rollback,
             save_record,
             stage_table,
@@ -145,8 +158,9 @@ class RolloutStageOperator(BaseOperator):
         )
         record = analyse_stage(plan, started, event, rollout["task"], rollout["storage_root"])
         record = {**record, "rollout_id": rollout["rollout_id"]}
-        name = self.stage if self.factor == 1.0 else f"{self.stage}.extend"
-        save_record(rollout["storage_root"], rollout["rollout_id"], name, record)  # what the evidence reads
+        if not save_record(rollout["storage_root"], rollout["rollout_id"], self.record_name, record):
+            # another try stored its verdict while this one waited: that one stands
+            record = load_record(rollout["storage_root"], rollout["rollout_id"], self.record_name)
         self.log.info(
             "%s: %s %s\n%s",
             self.stage,
