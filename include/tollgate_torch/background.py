@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -44,19 +45,26 @@ def snapshot(value: Any) -> Any:
 
 
 class BackgroundSaver:
-    """One checkpoint store, one save in flight at a time, persisted by a worker thread."""
+    """One checkpoint store, one save in flight at a time, persisted by one long-lived worker thread.
+
+    The worker is started once and fed through a queue: starting a thread per save would hand it the
+    GIL at once and hold the loop up for a thread switch (milliseconds) on every checkpoint.
+    """
 
     def __init__(self, store: CheckpointStore) -> None:
         self.store = store
         self.last_saved: Entry | None = None  # the newest checkpoint this saver has committed
         self.snapshot_seconds = 0.0  # of the latest submit: copying the state
         self.write_seconds = 0.0  # of the latest finished save: serialize, hash, write, manifest
-        self._thread: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._worker: threading.Thread | None = None
         self._error: BaseException | None = None
 
     @property
     def in_flight(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return not self._idle.is_set()
 
     def submit(
         self,
@@ -74,30 +82,32 @@ class BackgroundSaver:
         copied_at = time.perf_counter()
         frozen = snapshot(state)
         self.snapshot_seconds = time.perf_counter() - copied_at
-        self._thread = threading.Thread(
-            target=self._persist, args=(frozen, step, epoch, then), name=f"checkpoint-{step}", daemon=True
-        )
-        self._thread.start()
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
+            self._worker.start()
+        self._idle.clear()
+        self._jobs.put((frozen, step, epoch, then))
         return time.perf_counter() - started
 
-    def _persist(
-        self, state: dict[str, Any], step: int, epoch: int, then: Callable[[Entry], None] | None
-    ) -> None:
-        try:
-            entry, seconds = self.store.save(state, step, epoch)
-            self.write_seconds = seconds
-            self.last_saved = entry
-            if then is not None:
-                then(entry)
-        except BaseException as exc:  # re-raised in the training thread
-            self._error = exc
+    def _run(self) -> None:
+        while True:
+            state, step, epoch, then = self._jobs.get()
+            try:
+                entry, seconds = self.store.save(state, step, epoch)
+                self.write_seconds = seconds
+                self.last_saved = entry
+                if then is not None:
+                    then(entry)
+            except BaseException as exc:  # re-raised in the training thread
+                self._error = exc
+            finally:
+                del state
+                self._idle.set()
 
     def wait(self) -> float:
         """Block until the save in flight is committed; raise its error. Returns the seconds waited."""
         started = time.perf_counter()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._idle.wait()
         self.check()
         return time.perf_counter() - started
 
