@@ -1,11 +1,19 @@
 """Training throughput of the real entrypoint (``python -m tollgate.training``) in rows per second.
 
-Runs the trainer on generated data with the contract's default model and batch size, once with the
-default checkpoint interval and once with checkpoints effectively off, and prints the training-loop
-throughput each reports in result.json (``rows_per_second``: rows trained / loop wall time, which
-includes checkpoint saves and the per-epoch holdout evaluation) plus the whole process's wall time.
+Runs the trainer on generated data with the contract's default model and batch size, with a checkpoint
+every 50 steps and with checkpoints effectively off, ``--repeat`` times each, interleaved (the order
+alternates every round, so a drift in machine load hits both alike). Each run is long enough to hold
+several checkpoints. Prints, per configuration, the median and the spread (min..max) of the training
+loop's throughput from result.json (``rows_per_second``: rows trained / loop wall time, which includes
+checkpoint stalls and the per-epoch holdout evaluation), the median checkpoint stall per run, and the
+ratio of the medians.
 
-Usage: python benchmarks/training_throughput.py [--rows 100000] [--epochs 1] [--batch-size 256]
+``--baseline-src DIR`` adds a third configuration, interleaved with the others: a checkpoint every 50
+steps with another checkout's code (``DIR/include`` first on PYTHONPATH), e.g. the commit before a change
+(``git worktree add /tmp/before <commit>``), so before and after are measured in the same run.
+
+Usage: python benchmarks/training_throughput.py [--rows 100000] [--epochs 2] [--repeat 5]
+       [--batch-size 256] [--baseline-src DIR]
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,15 +32,44 @@ from tollgate.data.generator import generate
 from tollgate.training import exit_codes
 from tollgate.training.testing import run_attempt
 
+EVERY = 50
+OFF = 10**9
+
+
+def one_run(data: Path, run: Path, every: int, args: argparse.Namespace, env: dict[str, str]) -> dict:
+    command = [
+        "--data-file", str(data), "--checkpoint-uri", str(run / "ckpt"),
+        "--output-uri", str(run / "out"), "--training-run-id", run.name,
+        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+        "--checkpoint-every", str(every), "--mlflow-uri", "",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    attempt = run_attempt(command, run.with_suffix(".log"), env=env)
+    wall = time.perf_counter() - started
+    assert attempt.returncode == exit_codes.SUCCESS, attempt.tail()
+    result = json.loads((run / "out" / "result.json").read_text())
+    return {**result, "wall": wall}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--baseline-src", type=Path, default=None)
     args = parser.parse_args()
+    configs: list[tuple[str, int, dict[str, str]]] = [
+        (f"every {EVERY} steps", EVERY, {}),
+        ("off", OFF, {}),
+    ]
+    if args.baseline_src is not None:
+        include = (args.baseline_src / "include").resolve()
+        assert include.is_dir(), f"{include} is not a folder: pass a checkout's root as --baseline-src"
+        path = os.pathsep.join(p for p in (str(include), os.environ.get("PYTHONPATH", "")) if p)
+        configs.append((f"every {EVERY}, baseline src", EVERY, {"PYTHONPATH": path}))
     with tempfile.TemporaryDirectory(prefix="tollgate-throughput-") as tmp:
         work = Path(tmp)
         days = max(1, args.rows // 20_000)
@@ -40,27 +78,36 @@ def main() -> None:
         frame.to_parquet(data, index=False)
         print(
             f"{len(frame)} rows (80 % trained), batch {args.batch_size}, {args.epochs} epoch(s), "
-            f"1 intra-op thread (deterministic), load average {os.getloadavg()[0]:.1f}"
+            f"{args.repeat} interleaved runs per configuration, 1 intra-op thread (deterministic), "
+            f"load average {os.getloadavg()[0]:.1f}",
+            flush=True,
         )
-        print(f"{'checkpoints':24}{'steps':>7}{'rows/s':>10}{'ckpt save s':>13}{'process wall s':>16}")
-        for label, every in (("every 50 steps", 50), ("off", 10**9)):
-            run = work / str(every)
-            started = time.perf_counter()
-            command = [
-                "--data-file", str(data), "--checkpoint-uri", str(run / "ckpt"),
-                "--output-uri", str(run / "out"), "--training-run-id", f"tp-{every}",
-                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-                "--checkpoint-every", str(every), "--mlflow-uri", "",
-            ]  # fmt: skip
-            attempt = run_attempt(command, run / "stderr.log")
-            wall = time.perf_counter() - started
-            assert attempt.returncode == exit_codes.SUCCESS, attempt.tail()
-            result = json.loads((run / "out" / "result.json").read_text())
+        results: dict[str, list[dict]] = {label: [] for label, _, _ in configs}
+        for round_ in range(args.repeat):
+            order = configs if round_ % 2 == 0 else list(reversed(configs))
+            for label, every, env in order:
+                run = work / f"r{round_}-{every}-{len(env)}"
+                results[label].append(one_run(data, run, every, args, env))
+            print(f"round {round_ + 1}/{args.repeat} done, load average {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"{'checkpoints':28}{'steps':>6}{'median rows/s':>15}{'min..max rows/s':>20}{'spread':>8}"
+            f"{'ckpt stall s':>14}{'wall s':>8}"
+        )
+        medians = {}
+        for label, runs in results.items():
+            rates = [r["rows_per_second"] for r in runs]
+            medians[label] = median = statistics.median(rates)
+            stall = statistics.median(r["checkpoint_save_seconds_total"] for r in runs)
             print(
-                f"{label:24}{result['steps']:>7}{result['rows_per_second']:>10,.0f}"
-                f"{result['checkpoint_save_seconds_total']:>13.2f}{wall:>16.1f}"
+                f"{label:28}{runs[0]['steps']:>6}{median:>15,.0f}"
+                f"{f'{min(rates):,.0f}..{max(rates):,.0f}':>20}{(max(rates) - min(rates)) / median:>8.1%}"
+                f"{stall:>14.3f}{statistics.median(r['wall'] for r in runs):>8.1f}"
             )
-        print(f"holdout AUC after {args.epochs} epoch(s): {result['metrics']['auc']:.3f}")
+        off = medians["off"]
+        for label, median in medians.items():
+            if label != "off":
+                print(f"{label}: {median / off - 1:+.1%} against checkpoints off (median against median)")
+        print(f"holdout AUC after {args.epochs} epoch(s): {runs[-1]['metrics']['auc']:.3f}")
 
 
 if __name__ == "__main__":

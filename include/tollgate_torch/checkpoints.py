@@ -28,6 +28,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ from tollgate_torch.folder import Folder
 MANIFEST = "manifest.json"
 LEDGER = "progress.json"
 FENCE = "fence.json"
+# Where a save can be interrupted on purpose (write_hook): half the blob in its temp file; the blob
+# complete under its name but not yet in the manifest.
+WRITE_STAGES = ("blob-half-written", "blob-written")
 
 
 def checkpoint_name(step: int) -> str:
@@ -98,6 +102,8 @@ class CheckpointStore:
         self.keep = keep
         self.attempt = attempt
         self.storage = Folder(uri)
+        # Test point: called as (entry, stage) at WRITE_STAGES of each save, so a test can kill there.
+        self.write_hook: Callable[[Entry, str], None] | None = None
 
     # -- fencing ----------------------------------------------------------------------------------
     def owner(self) -> int | None:
@@ -169,9 +175,13 @@ class CheckpointStore:
             size=len(payload),
             created_at=time.time(),
         )
+        hook = self.write_hook
         with self.storage.locked():
             self.check_owner(f"write checkpoint {entry.name}")
-            self.storage.write(entry.name, payload)
+            midway = (lambda: hook(entry, "blob-half-written")) if hook is not None else None
+            self.storage.write(entry.name, payload, midway=midway)
+            if hook is not None:
+                hook(entry, "blob-written")  # the blob is in place, the manifest does not list it yet
             entries = [e for e in self.entries() if e.step < step] + [entry]
             kept, dropped = entries[-self.keep :], entries[: -self.keep]
             self._write_manifest(kept)

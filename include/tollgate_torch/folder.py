@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 TEMP_MARK = ".tmp-"
@@ -23,16 +23,26 @@ class UnsupportedLocation(ValueError):
     """A folder URI with a scheme other than a local path or ``s3://``."""
 
 
-def write_local_atomic(path: str, data: bytes, durable: bool = True) -> None:
+def write_local_atomic(
+    path: str, data: bytes, durable: bool = True, midway: Callable[[], None] | None = None
+) -> None:
     """Temp file in the same folder, then ``os.replace``: a reader never sees half a file.
 
     ``durable`` also fsyncs the file and its folder (survives a host crash, not just a process kill).
+    ``midway`` (a test point) is called when half of the data is in the temp file.
     """
     folder, name = os.path.split(path)
     temp = os.path.join(folder, f".{name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         with open(temp, "wb") as handle:
-            handle.write(data)
+            if midway is not None:
+                half = len(data) // 2
+                handle.write(data[:half])
+                handle.flush()
+                midway()
+                handle.write(data[half:])
+            else:
+                handle.write(data)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -81,12 +91,17 @@ class Folder:
     def _key(self, name: str) -> str:
         return f"{self.path}/{name}"
 
-    def write(self, name: str, data: bytes, durable: bool = True) -> None:
-        """All-or-nothing replace of ``name``; ``durable`` adds fsyncs on local disks."""
+    def write(
+        self, name: str, data: bytes, durable: bool = True, midway: Callable[[], None] | None = None
+    ) -> None:
+        """All-or-nothing replace of ``name``; ``durable`` adds fsyncs on local disks.
+
+        ``midway``: test point called with half of a local write done (an S3 PUT has no middle).
+        """
         if self.remote:
             self.fs.pipe_file(self._key(name), data)
             return
-        write_local_atomic(self._key(name), data, durable)
+        write_local_atomic(self._key(name), data, durable, midway)
 
     def read(self, name: str) -> bytes:
         return self.fs.cat_file(self._key(name))

@@ -180,3 +180,51 @@ def test_sigterm_during_setup_exits_preempted_without_checkpoint(data: Path, tmp
     assert "TOLLGATE_RESUMED" not in out  # stopped during set-up, before the checkpoint folder was read
     assert "TOLLGATE_PROGRESS" not in out
     assert not list((tmp_path / "checkpoints").glob("ckpt-*.pt"))
+
+
+def test_kills_and_a_sigterm_during_background_saves_resume_bit_identical(
+    data: Path, baseline: Path, tmp_path: Path
+) -> None:
+    """Checkpoints are written by a background worker while training goes on. The trainer stops itself
+    (TOLLGATE_PAUSE_DURING_SAVE, test-only) while the worker writes a given checkpoint: half of the blob in
+    its temp file, or the blob complete but not yet in the manifest; the test then sends the signal."""
+    args = _args(data, tmp_path, "killed-mid-save")
+    ckpts = tmp_path / "checkpoints"
+
+    def attempt(n: int, **kw) -> Attempt:
+        return run_attempt(args, tmp_path / f"attempt{n}.log", **kw)
+
+    def listed() -> list[int]:
+        return [c["step"] for c in json.loads((ckpts / "manifest.json").read_text())["checkpoints"]]
+
+    # 1. SIGTERM while checkpoint 40 is half written: that save completes, the step the loop was on is
+    #    saved too, exit 75 within the grace period; no step lost.
+    a1 = attempt(1, pause_during_save="40:blob-half-written", sig=signal.SIGTERM)
+    assert a1.returncode == exit_codes.PREEMPTED, a1.tail()
+    term_step, term_ckpt, _ = a1.preempted
+    assert term_step == a1.last_step > 40 and term_ckpt == f"ckpt-{term_step:08d}.pt"
+    assert listed() == [30, 40, term_step]
+    assert a1.signal_sent_at is not None and a1.exited_at - a1.signal_sent_at < 30
+
+    # 2. resumes there; SIGKILL with checkpoint 80 half written: a partial temp file, not listed.
+    a2 = attempt(2, pause_during_save="80:blob-half-written", sig=signal.SIGKILL)
+    assert a2.resumed == (term_step, term_ckpt)
+    assert a2.returncode == -signal.SIGKILL
+    assert listed()[-1] == 70 and list(ckpts.glob(".ckpt-00000080.pt.tmp-*"))
+
+    # 3. resumes from 70 (the partial write is removed); SIGKILL with blob 120 in place but unlisted.
+    a3 = attempt(3, pause_during_save="120:blob-written", sig=signal.SIGKILL)
+    assert a3.resumed == (70, "ckpt-00000070.pt")
+    assert "removed 1 partial write(s)" in a3.stderr
+    assert a3.returncode == -signal.SIGKILL
+    assert listed()[-1] == 110 and (ckpts / "ckpt-00000120.pt").exists()
+
+    # 4. the unlisted blob never counts: resumes from 110 and ends exactly like the uninterrupted run.
+    a4 = attempt(4)
+    assert a4.returncode == exit_codes.SUCCESS, a4.tail()
+    assert a4.resumed == (110, "ckpt-00000110.pt")
+    assert a4.steps_seen == list(range(111, 151))
+    assert_bit_identical(tmp_path, baseline)
+    assert listed() == [130, 140, 150]
+    ledger = json.loads((ckpts / "progress.json").read_text())
+    assert [a["outcome"] for a in ledger["attempts"]] == ["preempted", "killed", "killed", "succeeded"]

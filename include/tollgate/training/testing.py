@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PAUSE_ENV = "TOLLGATE_PAUSE_AFTER_STEP"  # trainer.PAUSE_AFTER_STEP_ENV (not imported: it loads torch)
+PAUSE_DURING_SAVE_ENV = "TOLLGATE_PAUSE_DURING_SAVE"  # trainer.PAUSE_DURING_SAVE_ENV
 PROGRESS = re.compile(r"^TOLLGATE_PROGRESS step=(\d+) epoch=(\d+)$")
 RESUMED = re.compile(r"^TOLLGATE_RESUMED from_step=(\d+) checkpoint=(\S+)$")
 PREEMPTED = re.compile(r"^TOLLGATE_PREEMPTED step=(\d+) checkpoint=(\S+) save_seconds=([\d.]+)$")
@@ -80,13 +81,20 @@ def run_attempt(
     sig: signal.Signals = signal.SIGTERM,
     timeout: float = 300,
     pause_at: int | None = None,
+    pause_during_save: str | None = None,
 ) -> Attempt:
     """Run one attempt; when ``interrupt_at`` is given, send ``sig`` once that step is reported.
 
     ``pause_at``: the trainer stops itself after that step (and its checkpoint); ``sig`` is sent to the
     stopped process, then SIGCONT. With SIGKILL that is an exact kill point: no step runs after it.
+    ``pause_during_save`` ("<step>:<stage>"): the same, but the process stops while its background worker
+    writes that step's checkpoint (the training thread may have run a few steps further by then).
     """
-    full_env = child_env({**(env or {}), **({PAUSE_ENV: str(pause_at)} if pause_at else {})})
+    extra = {PAUSE_ENV: str(pause_at)} if pause_at else {}
+    if pause_during_save:
+        extra[PAUSE_DURING_SAVE_ENV] = pause_during_save
+    full_env = child_env({**(env or {}), **extra})
+    pausing = pause_at is not None or pause_during_save is not None
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w+") as err:
         proc = subprocess.Popen(
@@ -100,7 +108,7 @@ def run_attempt(
         for raw in proc.stdout:
             line = raw.rstrip("\n")
             lines.append(line)
-            if pause_at is not None and PAUSED.match(line):
+            if pausing and PAUSED.match(line):
                 # The line comes just before the trainer stops itself: a signal sent in between (SIGCONT
                 # included) would be spent before the stop, and the stopped trainer would wait forever.
                 wait_stopped(proc.pid)

@@ -35,7 +35,8 @@ from tollgate.training.metrics import evaluate
 from tollgate.training.model import CTRModel, ModelConfig
 from tollgate.training.settings import SLOW_SERVING_DELAY_MS, TrainSettings
 from tollgate.training.tracking import MlflowTracker, NullTracker, open_tracker
-from tollgate_torch.checkpoints import CheckpointStore
+from tollgate_torch.background import BackgroundSaver
+from tollgate_torch.checkpoints import WRITE_STAGES, CheckpointStore, Entry
 from tollgate_torch.preemption import PreemptionGuard
 from tollgate_torch.state import STATE_FORMAT, capture_rng, epoch_permutation, restore_rng
 
@@ -46,6 +47,9 @@ STEP_DELAY_ENV = "TOLLGATE_STEP_DELAY_SECONDS"
 # Tests only: after this step (and its checkpoint, if one is due) print TOLLGATE_PAUSED and stop the
 # process (SIGSTOP), so a test can kill it, or let a newer attempt take over, at an exact point.
 PAUSE_AFTER_STEP_ENV = "TOLLGATE_PAUSE_AFTER_STEP"
+# Tests only: "<step>:<stage>" stops the process (TOLLGATE_PAUSED, SIGSTOP) while the background worker
+# writes that step's checkpoint, at a stage of tollgate_torch.checkpoints.WRITE_STAGES.
+PAUSE_DURING_SAVE_ENV = "TOLLGATE_PAUSE_DURING_SAVE"
 
 
 def configure_determinism() -> torch.device:
@@ -62,6 +66,24 @@ def configure_determinism() -> torch.device:
     torch.set_num_threads(1)
     torch.backends.cudnn.benchmark = False
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _pause_during_save_hook():
+    """The PAUSE_DURING_SAVE_ENV test point as a CheckpointStore.write_hook (None when unset)."""
+    given = os.environ.get(PAUSE_DURING_SAVE_ENV)
+    if not given:
+        return None
+    step_text, _, stage = given.partition(":")
+    if stage not in WRITE_STAGES:
+        raise BadInput(f"{PAUSE_DURING_SAVE_ENV}={given!r}: use <step>:<stage>, stage one of {WRITE_STAGES}")
+    step = int(step_text)
+
+    def hook(entry: Entry, at: str) -> None:
+        if entry.step == step and at == stage:
+            say(f"TOLLGATE_PAUSED step={step}")
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    return hook
 
 
 def say(line: str) -> None:
@@ -93,6 +115,8 @@ class Trainer:
         self.progress = Progress()
         self.tracker: MlflowTracker | NullTracker = NullTracker()
         self.store = CheckpointStore(settings.checkpoint_uri, settings.keep_checkpoints)
+        self.store.write_hook = _pause_during_save_hook()
+        self.saver = BackgroundSaver(self.store)
         self.ledger: dict[str, Any] = {"attempts": []}
         self._ledger_written_at = 0.0
         self._heartbeat = None
@@ -303,22 +327,39 @@ class Trainer:
             )
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def _checkpoint(self) -> tuple[str, float]:
-        """Save now unless this step is already saved. Metrics first: see tracking's docstring."""
+    def _checkpoint(self, wait: bool = False) -> tuple[str, float]:
+        """Snapshot now (unless this step is already saved) and persist it in the background.
+
+        The loop is held up only for the snapshot and, when the previous save is still being written,
+        for that one; ``wait`` also waits for this save to be committed (SIGTERM, the final state).
+        ``checkpoint_save_seconds`` is that hold-up. Metrics first: see tracking's docstring.
+        """
         if self._last_saved_step == self.progress.step and self.progress.last_checkpoint:
-            return self.progress.last_checkpoint, 0.0
+            seconds = self.saver.wait() if wait else 0.0
+            self.progress.save_seconds += seconds
+            return self.progress.last_checkpoint, seconds
         with self.guard.deferred():
             self.tracker.flush()
-            entry, seconds = self.store.save(self._state(), self.progress.step, self.epoch)
-            self.progress.last_checkpoint = entry.name
+            self._touch_ledger()
+            ledger = json.loads(json.dumps(self.ledger))  # as of this step; written once the checkpoint is
+
+            def record(entry: Entry) -> None:
+                self.store.write_ledger(ledger)
+
+            seconds = self.saver.submit(self._state(), self.progress.step, self.epoch, then=record)
+            if wait:
+                seconds += self.saver.wait()
+            self.progress.last_checkpoint = f"ckpt-{self.progress.step:08d}.pt"
             self.progress.save_seconds += seconds
             self._last_saved_step = self.progress.step
-            self._touch_ledger(force=True)
+            self._touch_ledger()
         self.tracker.log_step(self.progress.step, {"checkpoint_save_seconds": seconds})
-        return entry.name, seconds
+        return self.progress.last_checkpoint, seconds
 
     def _preempt(self) -> None:
-        name, seconds = self._checkpoint()
+        """SIGTERM: the save in flight is finished, then the current state saved; nothing is lost."""
+        name, seconds = self._checkpoint(wait=True)
+        self._touch_ledger(force=True)
         say(f"TOLLGATE_PREEMPTED step={self.progress.step} checkpoint={name} save_seconds={seconds:.3f}")
         self.progress.preempted_reported = True
         raise Preempted("SIGTERM: checkpoint saved")
@@ -367,11 +408,13 @@ class Trainer:
                     self.tracker.log_step(self.progress.step, {"train_loss": loss_value, "lr": lr})
                     if delay:
                         time.sleep(delay)
+                    self.saver.check()  # a background save that failed (StaleAttempt) stops the loop
                     if self.guard.requested:
                         self._preempt()
                     if self.progress.step % s.checkpoint_every == 0:
                         self._checkpoint()
                     if self.progress.step == pause_after:
+                        self.saver.wait()  # the test point pauses with this step's checkpoint committed
                         say(f"TOLLGATE_PAUSED step={self.progress.step}")
                         os.kill(os.getpid(), signal.SIGSTOP)
                 metrics, _ = self._evaluate()
@@ -391,7 +434,8 @@ class Trainer:
                 if self.guard.requested:
                     self._preempt()
                 self.epoch, self.batch = self.epoch + 1, 0
-            self._checkpoint()  # the final state, so a preemption during publishing redoes no training
+            # the final state, committed, so a preemption during publishing redoes no training
+            self._checkpoint(wait=True)
             if self.guard.requested:
                 self._preempt()
         return rows, time.perf_counter() - started
@@ -443,7 +487,11 @@ class Trainer:
             f"training on {self.device.type}: {self.n_train} rows, {self.n_holdout} held out, "
             f"{self.total_steps} steps, checkpoints every {s.checkpoint_every} to {s.checkpoint_uri}"
         )
-        rows, seconds = self._train_loop()
+        try:
+            rows, seconds = self._train_loop()
+        except BaseException:
+            self.saver.drain()  # no write of this attempt outlives its exit report
+            raise
         metrics, _ = self._evaluate()
         self._close_attempt("succeeded")
         summary = self.spot_summary()

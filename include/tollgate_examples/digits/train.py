@@ -25,6 +25,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 import torch
 
 from tollgate_torch import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_PREEMPTED, EXIT_SUCCESS, BadInput, Preempted
+from tollgate_torch.background import BackgroundSaver
 from tollgate_torch.checkpoints import CheckpointStore
 from tollgate_torch.folder import Folder, UnsupportedLocation
 from tollgate_torch.preemption import PreemptionGuard
@@ -106,6 +107,7 @@ class DigitsTrainer:
     def __init__(self, s: dict[str, Any], guard: PreemptionGuard) -> None:
         self.s, self.guard = s, guard
         self.store = CheckpointStore(s["checkpoint_uri"], s["keep_checkpoints"])
+        self.saver = BackgroundSaver(self.store)  # the loop waits only for a snapshot of the state
         self.step, self.epoch, self.batch = 0, 0, 0
         self.last_checkpoint: str | None = None
         self.saved_step = -1
@@ -165,8 +167,11 @@ class DigitsTrainer:
         self.last_checkpoint, self.saved_step = restored.entry.name, self.step
         return restored.entry.name
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, wait: bool = False) -> None:
+        """Snapshot the state and persist it in the background; ``wait``: until it is committed."""
         if self.saved_step == self.step:
+            if wait:
+                self.saver.wait()
             return
         state = {
             "fingerprint": self.fingerprint,
@@ -178,11 +183,14 @@ class DigitsTrainer:
             "rng": capture_rng(),
         }
         with self.guard.deferred():
-            entry, _ = self.store.save(state, self.step, self.epoch)
-        self.last_checkpoint, self.saved_step = entry.name, self.step
+            self.saver.submit(state, self.step, self.epoch)
+            if wait:
+                self.saver.wait()
+        self.last_checkpoint, self.saved_step = f"ckpt-{self.step:08d}.pt", self.step
 
     def _preempt(self) -> None:
-        self._checkpoint()
+        """SIGTERM: finish the save in flight, then save this step and leave."""
+        self._checkpoint(wait=True)
         say(f"TOLLGATE_PREEMPTED step={self.step} checkpoint={self.last_checkpoint}")
         raise Preempted("SIGTERM: checkpoint saved")
 
@@ -235,13 +243,14 @@ class DigitsTrainer:
                     self.tracker.log_step(self.step, {"train_loss": float(loss.item())})
                     if delay:
                         time.sleep(delay)
+                    self.saver.check()  # a background save that failed stops the loop
                     if self.guard.requested:
                         self._preempt()
                     if self.step % s["checkpoint_every"] == 0:
                         self._checkpoint()
                 self.epoch, self.batch = self.epoch + 1, 0
                 log(f"epoch {self.epoch}/{s['epochs']}: " + json.dumps(self._evaluate()))
-            self._checkpoint()
+            self._checkpoint(wait=True)
             if self.guard.requested:
                 self._preempt()
         metrics = self._evaluate()
@@ -311,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         _end(trainer, "FAILED")
         return EXIT_FAILURE
     finally:
+        if trainer is not None:
+            trainer.saver.drain()  # no checkpoint write outlives the exit
         guard.uninstall()
 
 
