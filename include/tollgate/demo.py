@@ -12,7 +12,12 @@ data, suite, trainer, packaging and gate; the runs name the example, so the DAGs
    registered as ``challenger``, whose Asset event schedules ``evaluate_and_promote``.
 4. Gates pass; the demo approves as the ``approver`` user over REST, standing in for the person who
    would click Approve under Required Actions. The model becomes ``champion``.
-5. A second round trains a deliberately worse model, which the offline gate rejects.
+5. A second, equally good model goes through shadow and canary 1 % -> 5 % -> 25 % on replayed traffic
+   (the router serves the champion), passes every stage and is approved: it becomes ``champion``.
+6. A slower model (Param ``quality=slow``: the delay is in its signed files) is rolled back by the canary
+   analysis and rejected, without asking anyone.
+7. A deliberately worse model (``quality=degraded``) is rejected by the offline gate.
+For an example whose model the router does not serve, steps 5 and 6 say why the stages did not run.
 The platform stays up afterwards.
 """
 
@@ -184,19 +189,38 @@ class Demo:
         say(f"  registered {registered['model_name']} v{registered['version']} as challenger")
 
         say(f"Stage 3: {PROMOTE} run {first['promote_run'].dag_run_id} (scheduled by the challenger Asset)")
-        detail = wait_for_pending_approval(self.admin, PROMOTE, first["promote_run"].dag_run_id, timeout=900)
-        say(f"  approval requested from {[u.id for u in detail.assigned_users or []]}: {detail.subject}")
-        approver = AirflowClient(self.stack.airflow_url, "approver", self.stack.passwords()["approver"])
-        say("  the demo now answers as the `approver` user through the REST API, standing in for the person")
-        answer_approval(approver, PROMOTE, first["promote_run"].dag_run_id, "Approve", "demo: gates passed")
-        promoted = self.admin.wait_for_run(PROMOTE, first["promote_run"].dag_run_id, timeout=600)
-        say(f"  {PROMOTE}: {promoted.state.value}")
+        self.approve(first["promote_run"].dag_run_id, "demo: gates passed")
+        rounds = [first]
 
-        say("Stage 4: a second round with a deliberately worse model (Param quality=degraded)")
+        say("Stage 4: a second, equally good model (another seed) goes through shadow and canary")
+        good = self.train({"seed": 11}, "good challenger")
+        self.summary["good"] = good
+        evidence = self.evidence(good)
+        rollout = evidence.get("rollout") or {}
+        if rollout.get("ran"):
+            say(
+                "  stages: "
+                + ", ".join(f"{stage} {verdict}" for stage, verdict in rollout["verdicts"].items())
+            )
+            self.approve(good["promote_run"].dag_run_id, "demo: offline, shadow and canary gates passed")
+            rounds.append(good)
+            say("Stage 5: a slower model (Param quality=slow: its signed files add 40 ms to its predict)")
+            slow = self.train({"quality": "slow", "seed": 13}, "slow model")
+            self.summary["slow"] = slow
+            ended = self.admin.wait_for_run(PROMOTE, slow["promote_run"].dag_run_id, timeout=900)
+            say(f"  {PROMOTE}: {ended.state.value}, rolled back by the canary analysis without asking anyone")
+        else:
+            # another example's model is not the one the router serves: no live stages for it
+            say(f"  no shadow or canary for this example: {rollout.get('note', 'no rollout')}")
+            ended = self.admin.wait_for_run(PROMOTE, good["promote_run"].dag_run_id, timeout=900)
+            say(f"  {PROMOTE}: {ended.state.value}")
+
+        say("Stage 6: a deliberately worse model (Param quality=degraded)")
         second = self.train({"quality": "degraded", "seed": 7}, "degraded model")
         self.summary["second"] = second
         rejected = self.admin.wait_for_run(PROMOTE, second["promote_run"].dag_run_id, timeout=900)
         say(f"  {PROMOTE}: {rejected.state.value}")
+        self.summary["approved"] = rounds
 
         from tollgate.evaluation.promotion import alias_version
         from tollgate.registry.register import mlflow_client
@@ -204,25 +228,43 @@ class Demo:
         client = mlflow_client(self.stack.mlflow_url)
         name = first["registered"]["model_name"]
         self.summary["champion"] = alias_version(client, name, CHAMPION)
-        self.summary["first_tags"] = client.get_model_version(name, first["registered"]["version"]).tags
-        self.summary["second_tags"] = client.get_model_version(name, second["registered"]["version"]).tags
+        self.summary["approved_tags"] = [
+            client.get_model_version(name, r["registered"]["version"]).tags for r in rounds
+        ]
         return self.summary
+
+    def approve(self, run_id: str, comment: str) -> None:
+        """Answer the run's final approval as the ``approver`` user (standing in for the person)."""
+        detail = wait_for_pending_approval(self.admin, PROMOTE, run_id, timeout=900)
+        say(f"  approval requested from {[u.id for u in detail.assigned_users or []]}: {detail.subject}")
+        approver = AirflowClient(self.stack.airflow_url, "approver", self.stack.passwords()["approver"])
+        say("  the demo now answers as the `approver` user through the REST API, standing in for the person")
+        answer_approval(approver, PROMOTE, run_id, "Approve", comment)
+        promoted = self.admin.wait_for_run(PROMOTE, run_id, timeout=600)
+        say(f"  {PROMOTE}: {promoted.state.value}")
+
+    def evidence(self, trained: dict[str, Any]) -> dict[str, Any]:
+        """The evidence the run's gates assembled (shown in the summary; the gates read their records)."""
+        run_id = trained["promote_run"].dag_run_id
+        deadline = time.monotonic() + 900
+        while True:
+            try:
+                return self.admin.xcom(PROMOTE, run_id, "assemble_evidence")
+            except NotFoundException:
+                state = self.admin.dag_runs.get_dag_run(PROMOTE, run_id).state.value
+                if state != "running" or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{PROMOTE} run {run_id} is {state} without evidence: see the UI"
+                    ) from None
+                time.sleep(2)
 
 
 def print_summary(demo: Demo, seconds: float) -> None:
-    from tollgate.evaluation.promotion import (
-        TAG_DECIDED_AT,
-        TAG_DECIDED_BY,
-        TAG_DECISION,
-        TAG_EVIDENCE_SHA256,
-    )
-
     s, stack = demo.summary, demo.stack
     first, second = s["first"], s["second"]
-    evidence = demo.admin.xcom(PROMOTE, first["promote_run"].dag_run_id, "assemble_evidence")
+    evidence = demo.evidence(first)
     metrics = evidence["metrics"]
-    rejected_evidence = demo.admin.xcom(PROMOTE, second["promote_run"].dag_run_id, "assemble_evidence")
-    tags = s["first_tags"]
+    rejected_evidence = demo.evidence(second)
     lines = [
         "",
         "=" * 78,
@@ -240,16 +282,50 @@ def print_summary(demo: Demo, seconds: float) -> None:
         "Metrics on the fresh holdout (challenger vs champion):",
         *[f"  {k:<18} {v:.4f}" for k, v in metrics["challenger"].items()],
         f"  champion before: {metrics['champion'] or 'none (first model, held to absolute floors)'}",
-        f"Approval: {tags.get(TAG_DECISION)} by {tags.get(TAG_DECIDED_BY)} at {tags.get(TAG_DECIDED_AT)} "
-        f"(evidence sha256 {tags.get(TAG_EVIDENCE_SHA256, '')[:16]}…)",
+        *[approval_line(r, tags) for r, tags in zip(s["approved"], s["approved_tags"], strict=True)],
+        *_rollout_lines(demo),
         f"Champion now: v{s['champion']}",
-        f"Second round: v{second['registered']['version']} REJECTED by the gates: "
+        f"Offline gate: v{second['registered']['version']} (degraded) REJECTED: "
         + "; ".join(r for g in rejected_evidence["gates"].values() for r in g["reasons"]),
         *_newest_mail(stack),
         "",
         stack.describe(),
     ]
     print("\n".join(lines))
+
+
+def approval_line(trained: dict[str, Any], tags: dict[str, str]) -> str:
+    from tollgate.evaluation.promotion import (
+        TAG_DECIDED_AT,
+        TAG_DECIDED_BY,
+        TAG_DECISION,
+        TAG_EVIDENCE_SHA256,
+    )
+
+    return (
+        f"Approval of v{trained['registered']['version']}: {tags.get(TAG_DECISION)} by "
+        f"{tags.get(TAG_DECIDED_BY)} at {tags.get(TAG_DECIDED_AT)} "
+        f"(evidence sha256 {tags.get(TAG_EVIDENCE_SHA256, '')[:16]}…)"
+    )
+
+
+def _rollout_lines(demo: Demo) -> list[str]:
+    """The good challenger's stage table, and why the slow one was rolled back."""
+    s = demo.summary
+    rollout = demo.evidence(s["good"]).get("rollout") or {}
+    if not rollout.get("ran"):
+        return [f"Shadow and canary: not run ({rollout.get('note', 'no rollout')})"]
+    lines = [
+        f"Shadow and canary of v{s['good']['registered']['version']} on replayed traffic:",
+        rollout["table"],
+    ]
+    slow = demo.evidence(s["slow"]).get("rollout") or {}
+    verdicts = ", ".join(f"{stage} {v or 'not run'}" for stage, v in (slow.get("verdicts") or {}).items())
+    lines.append(
+        f"Slow challenger v{s['slow']['registered']['version']} ({verdicts}) ROLLED BACK and REJECTED: "
+    )
+    lines += [f"  {reason}" for reason in (slow.get("gate") or {}).get("reasons", [])]
+    return lines
 
 
 def _newest_mail(stack: LocalStack) -> list[str]:
