@@ -189,13 +189,17 @@ def evaluate_and_promote():
     ) -> dict:
         import json
 
+        from tollgate.evaluation.canary_report import publish_report
         from tollgate.evaluation.evidence import build_evidence
         from tollgate.evaluation.promotion import evidence_digest
         from tollgate.evaluation.rollout_dag import collect
         from tollgate.evaluation.rollout_stages import load_plan, record_on_version, rollout_evidence
         from tollgate.runtime import setting
 
-        rollout = rollout_evidence(*collect(context, challenger), load_plan())
+        entry, stored, records, choices = collect(context, challenger)
+        rollout = rollout_evidence(entry, stored, records, choices, load_plan())
+        if rollout and rollout.get("ran"):
+            rollout["report"] = publish_report(stored, records, setting("tollgate_mlflow_ui_url"))
         record_on_version(challenger, rollout)
         evidence = build_evidence(challenger, signature, offline, setting("tollgate_mlflow_ui_url"), rollout)
         evidence["approval_timeout_minutes"] = float(context["params"]["approval_timeout_minutes"])

@@ -10,6 +10,7 @@ router serves the champion alone (the teardown).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -17,6 +18,7 @@ from airflow_client.client import VariableBody
 
 from tests.fixtures.serving import RouterProcess
 from tollgate.config import default_for
+from tollgate.evaluation.canary_report import TAG_REPORT
 from tollgate.evaluation.promotion import TAG_REJECTED, alias_version
 from tollgate.evaluation.rollout_stages import TAG_ROLLOUT_SHA256, TAG_ROLLOUT_VERDICTS
 from tollgate.platform.approvals import answer_approval, wait_for_pending_approval
@@ -158,7 +160,7 @@ def champion_only(world, timeout: float = 30) -> bool:
         time.sleep(0.5)
 
 
-def test_a_good_challenger_passes_every_stage_and_is_promoted_after_approval(world):
+def test_a_good_challenger_passes_every_stage_and_is_promoted_after_approval(world, tmp_path):
     version = world["challengers"](MODEL, "rollout-good", seed=3)
     run_id = evaluate(world, version)
     detail = pending(world, run_id)
@@ -170,6 +172,11 @@ def test_a_good_challenger_passes_every_stage_and_is_promoted_after_approval(wor
     assert tags[TAG_ROLLOUT_VERDICTS] == ", ".join(f"{s}=PASS" for s in STAGE_TASKS)
     assert tags[TAG_ROLLOUT_SHA256] in detail.body
     assert champion_only(world)  # the rollout ended before the approval (teardown)
+    # The HTML canary report: an artifact of the version's run, named on its tags, linked in the approval.
+    run, path = tags[TAG_REPORT].removeprefix("runs:/").split("/", 1)
+    assert f"runs/{run}/artifacts/{path}" in detail.body
+    page = Path(world["mlflow"].download_artifacts(run, path, str(tmp_path))).read_text()
+    assert page.count("<svg") == 3 and f"v{version}" in page and "challenger (shadow)" in page
 
     answer_approval(_approver(world), PROMOTE, run_id, "Approve", comment="canary clean")
     assert world["admin"].wait_for_run(PROMOTE, run_id, timeout=300).state == "success"

@@ -125,6 +125,8 @@ def approval_body(evidence: dict[str, Any]) -> str:
     if rollout and rollout.get("ran"):
         lines += ["", f"Shadow and canary on live traffic (evidence sha256 `{rollout['sha256']}`):", ""]
         lines.append(rollout["table"])
+        if rollout.get("report"):
+            lines.append(f"- Canary report (latency, scores, calibration per variant): {rollout['report']}")
         lines += [f"- Approvers' choice at {s}: {c}" for s, c in rollout["choices"].items() if c]
     elif rollout:
         lines.append(f"- Shadow and canary: {rollout['note']}")
