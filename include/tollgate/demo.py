@@ -252,7 +252,7 @@ class Demo:
                 return self.admin.xcom(PROMOTE, run_id, "assemble_evidence")
             except NotFoundException:
                 state = self.admin.dag_runs.get_dag_run(PROMOTE, run_id).state.value
-                if state != "running" or time.monotonic() > deadline:
+                if state in ("success", "failed") or time.monotonic() > deadline:
                     raise RuntimeError(
                         f"{PROMOTE} run {run_id} is {state} without evidence: see the UI"
                     ) from None
