@@ -35,7 +35,8 @@ version `tollgate.superseded_by`, and tells the approvers, so nothing waits behi
    evidence and the version verifies again at the move; approval and promotion are recorded as signed
    attestations (decision key) — or **reject** (version tagged rejected with the reasons, loses
    `challenger`; champion untouched).
-   A failed gate rejects without asking a human.
+   A failed gate rejects without asking a human. A promotion schedules `watch_champion`, which compares
+   the new champion with the previous one on live traffic and rolls back by itself on a breach.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from typing import Any
 
 from airflow.sdk import Param, TriggerRule, dag, task
 
-from tollgate.assets import CHALLENGER_MODEL
+from tollgate.assets import CHALLENGER_MODEL, CHAMPION_MODEL
 from tollgate.config import ALIAS_POOL, APPROVAL_TIMEOUT_MINUTES
 from tollgate.evaluation.approval import EvidenceApprovalOperator, approval_form
 from tollgate.evaluation.notify import ApprovalNotifier
@@ -237,7 +238,7 @@ def evaluate_and_promote():
         outcome_notifiers=[ApprovalNotifier("outcome")],
     )
 
-    @task(pool=ALIAS_POOL)
+    @task(pool=ALIAS_POOL, outlets=[CHAMPION_MODEL])
     def promote(evidence: dict[str, Any], **context: Any) -> dict[str, Any]:
         """Moves champion only if Airflow's HITL record shows Approve of exactly this evidence and the
         version verifies again now (see tollgate.evaluation.decisions); an XCom answer does not count."""
@@ -259,6 +260,11 @@ def evaluate_and_promote():
                 mlflow_client(mlflow_uri()), evidence, record, keys_from_airflow(with_private=True), where
             )
         print(f"PROMOTED {evidence['model_name']} v{evidence['version']}: {outcome}")
+        # schedules watch_champion (which reads the facts from the signed promoted attestation)
+        context["outlet_events"][CHAMPION_MODEL].extra = {
+            "model_name": evidence["model_name"],
+            "version": str(evidence["version"]),
+        }
         return outcome
 
     @task(trigger_rule=TriggerRule.ALL_DONE)

@@ -45,3 +45,7 @@ TRAINED_MODEL = Asset(name="trained_model", uri="tollgate.models.trained")
 
 # extra: model_name, version, example
 CHALLENGER_MODEL = Asset(name="challenger_model", uri="tollgate.models.challenger")
+
+# extra: model_name, version (watch_champion reads what was promoted, from what and when, from the
+#        version's signed promoted attestation, not from here)
+CHAMPION_MODEL = Asset(name="champion_model", uri="tollgate.models.champion")

@@ -76,6 +76,19 @@ VARIABLE_DEFAULTS: dict[str, str] = {
             },
         }
     ),
+    # The watch after promotion (JSON overriding tollgate.evaluation.champion_watch.WatchPlan). This default
+    # is the local platform's: a 20 s watch with replayed traffic. Production: {"watch_s": 21600,
+    # "min_samples": 2000} (real traffic over 6 h against the previous champion's last 24 h).
+    "tollgate_watch": json.dumps(
+        {
+            "watch_s": 20,
+            "baseline_s": 3600,
+            "min_samples": 30,
+            "replay": True,
+            "replay_requests": 200,
+            "analysis": {"bootstrap_resamples": 200},
+        }
+    ),
     "tollgate_holdout_fraction": "0.2",
     "tollgate_mlflow_ui_url": "http://127.0.0.1:5000",
     # Public keys whose model signatures are trusted: PEM files, folders of *.pub, or inline PEM blocks,

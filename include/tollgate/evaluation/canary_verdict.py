@@ -31,7 +31,7 @@ def seal(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "sha256": hashlib.sha256(body.encode()).hexdigest()}
 
 
-def _decide(
+def decide(
     stage: str,
     kind: str,
     results: list[st.Result],
@@ -96,8 +96,26 @@ def analyse_canary(log: pd.DataFrame, stage: str, settings: CanarySettings | Non
             f"too few samples: challenger {n_c} (min {s.min_challenger_samples}), "
             f"champion {n_b} (min {s.min_champion_samples})"
         )
+    results, more, hard_fail, errors = compare_errors_and_latency(c, b, s)
+    reasons += more
+    extra = {
+        "samples": {"challenger": n_c, "champion": n_b},
+        "canary_weight": weight,
+        "srm_p_value": srm_p,
+        "errors": errors,
+    }
+    return decide(stage, "canary", results, reasons, hard_fail, invalid, False, s, extra)
+
+
+def compare_errors_and_latency(
+    c: pd.DataFrame, b: pd.DataFrame, s: CanarySettings
+) -> tuple[list[st.Result], list[str], bool, dict[str, int]]:
+    """The new variant ``c`` against the baseline ``b``: errors (mSPRT + hard limit), latency shift and
+    p99 ratio. Returns (tests, reasons, hard limit breached, error counts)."""
+    n_c, n_b = len(c), len(b)
     errors_c = int((c[col.STATUS] != col.STATUS_OK).sum())
     errors_b = int((b[col.STATUS] != col.STATUS_OK).sum())
+    reasons: list[str] = []
     hard_fail = n_c > 0 and errors_c / n_c > s.max_error_rate
     if hard_fail:
         reasons.append(f"error rate {errors_c / n_c:.4f} above the hard limit {s.max_error_rate}")
@@ -113,13 +131,7 @@ def analyse_canary(log: pd.DataFrame, stage: str, settings: CanarySettings | Non
         tolerance = max(s.latency_floor_ms, s.latency_relative * float(np.median(lat_b)))
         results.append(st.latency_shift(lat_c, lat_b, tolerance, seed=s.seed))
         results.append(st.p99_ratio(lat_c, lat_b, s.p99_ratio_limit, s.bootstrap_resamples, seed=s.seed))
-    extra = {
-        "samples": {"challenger": n_c, "champion": n_b},
-        "canary_weight": weight,
-        "srm_p_value": srm_p,
-        "errors": {"challenger": errors_c, "champion": errors_b},
-    }
-    return _decide(stage, "canary", results, reasons, hard_fail, invalid, False, s, extra)
+    return results, reasons, hard_fail, {"challenger": errors_c, "champion": errors_b}
 
 
 def _matrix(values: pd.Series) -> np.ndarray:
@@ -188,7 +200,7 @@ def analyse_shadow(
             pc = labelled[col.SHADOW_OUTPUT].to_numpy(float)
             results.append(st.paired_mean_harm("delta_abs_error", np.abs(pc - y) - np.abs(pb - y), 0.0))
     extra = {"task": str(task), "pairs": len(pairs), "labelled_pairs": len(labelled), "agreement": agreement}
-    return _decide(stage, "shadow", results, reasons, False, invalid, drift_flag, s, extra)
+    return decide(stage, "shadow", results, reasons, False, invalid, drift_flag, s, extra)
 
 
 def _log_loss_harm(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, s: Any) -> Any:
