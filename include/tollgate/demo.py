@@ -36,7 +36,7 @@ from tollgate.platform.approvals import answer_approval, wait_for_pending_approv
 from tollgate.platform.processes import ServiceError
 from tollgate.platform.stack import LocalStack
 
-INGEST, TRAIN, PROMOTE = "dataset_ingest", "train_model", "evaluate_and_promote"
+INGEST, TRAIN, PROMOTE, WATCH = "dataset_ingest", "train_model", "evaluate_and_promote", "watch_champion"
 BAD_DAY_FAULT = "out_of_range"  # the click-through default; an example may name its own (demo_fault)
 INTERRUPT_AT_STEP = 20
 
@@ -176,8 +176,9 @@ class Demo:
         days = [yesterday - timedelta(days=2), yesterday - timedelta(days=1), yesterday]
         self.ingest(days)
 
-        self.admin.wait_for_dag(PROMOTE)
-        self.admin.unpause(PROMOTE)
+        for dag_id in (PROMOTE, WATCH):
+            self.admin.wait_for_dag(dag_id)
+            self.admin.unpause(dag_id)
         say(f"Stage 2: train on the latest dataset version, spot interruption at step {INTERRUPT_AT_STEP}")
         first = self.train(
             {"interruption": "sigterm_at_step", "interruption_value": INTERRUPT_AT_STEP},
@@ -211,6 +212,8 @@ class Demo:
             self.summary["slow"] = slow
             ended = self.admin.wait_for_run(PROMOTE, slow["promote_run"].dag_run_id, timeout=900)
             say(f"  {PROMOTE}: {ended.state.value}, rolled back by the canary analysis without asking anyone")
+            self.summary["watch"] = self.watch_verdict()
+            say(f"  {WATCH} of the new champion: {self.summary['watch']}")
         else:
             # another example's model is not the one the router serves: no live stages for it
             say(f"  no shadow or canary for this example: {rollout.get('note', 'no rollout')}")
@@ -244,6 +247,23 @@ class Demo:
         answer_approval(approver, PROMOTE, run_id, "Approve", comment)
         promoted = self.admin.wait_for_run(PROMOTE, run_id, timeout=600)
         say(f"  {PROMOTE}: {promoted.state.value}")
+
+    def watch_verdict(self, timeout: float = 300) -> str:
+        """The verdict of the newest watch_champion run (the watch of the last promotion)."""
+        deadline = time.monotonic() + timeout
+        while not (runs := self.runs(WATCH)) and time.monotonic() < deadline:
+            time.sleep(2)
+        if not runs:
+            return f"no {WATCH} run after {timeout:.0f} s"
+        newest = max(runs, key=lambda r: r.run_after)
+        done = self.admin.wait_for_run(WATCH, newest.dag_run_id, timeout=timeout)
+        try:
+            record = self.admin.xcom(WATCH, newest.dag_run_id, "judge")
+        except NotFoundException:
+            return f"run {done.state.value} without a verdict: see the UI"
+        samples = record.get("samples", {})
+        sides = f"{samples.get('new')} requests of the new champion vs {samples.get('previous')} of previous"
+        return f"{record['verdict']} ({sides}) {'; '.join(record['reasons'])}"
 
     def evidence(self, trained: dict[str, Any]) -> dict[str, Any]:
         """The evidence the run's gates assembled (shown in the summary; the gates read their records)."""
@@ -286,6 +306,7 @@ def print_summary(demo: Demo, seconds: float) -> None:
         f"  champion before: {metrics['champion'] or 'none (first model, held to absolute floors)'}",
         *[approval_line(r, tags) for r, tags in zip(s["approved"], s["approved_tags"], strict=True)],
         *_rollout_lines(demo),
+        *([f"Watch after promotion ({WATCH}): {s['watch']}"] if s.get("watch") else []),
         f"Champion now: v{s['champion']}",
         f"Offline gate: v{second['registered']['version']} (degraded) REJECTED: "
         + "; ".join(r for g in rejected_evidence["gates"].values() for r in g["reasons"]),
