@@ -34,15 +34,19 @@ from tollgate.serving.settings import admin_token_path
 pytestmark = pytest.mark.integration
 
 PROMOTE = "evaluate_and_promote"
+WATCH = "watch_champion"
 MODEL = "tollgate-ctr-rollout-test"
 STAGE_TASKS = ("shadow", "canary_1", "canary_5", "canary_25")
 
 
 def set_plan(admin, **overrides) -> None:
-    plan = {**json.loads(default_for("tollgate_rollout")), **overrides}
-    body = VariableBody(key="tollgate_rollout", value=json.dumps(plan))
+    set_variable(admin, "tollgate_rollout", {**json.loads(default_for("tollgate_rollout")), **overrides})
+
+
+def set_variable(admin, key: str, value: dict) -> None:
+    body = VariableBody(key=key, value=json.dumps(value))
     try:
-        admin.variables.patch_variable("tollgate_rollout", body)
+        admin.variables.patch_variable(key, body)
     except Exception:  # not set yet
         admin.variables.post_variable(body)
 
@@ -304,3 +308,60 @@ def test_a_stage_failed_by_hand_mid_wait_still_ends_with_the_champion_alone(worl
     assert states(world, run_id)["end_rollout"] == "success", diagnose(world, run_id)
     assert champion_only(world)
     assert alias_version(world["mlflow"], MODEL, "champion") == champion
+
+
+def test_a_champion_slower_after_promotion_is_rolled_back_by_the_watch(world):
+    """A slow version whose stages did not run (its rollout named no router) passes offline and is approved;
+    once it serves everything, watch_champion finds it slower than previous and rolls back by itself."""
+    import time
+
+    from tollgate.evaluation.champion_watch import TAG_WATCH
+    from tollgate.evaluation.promotion import TAG_ROLLBACK
+
+    admin, mlflow = world["admin"], world["mlflow"]
+    previous = alias_version(mlflow, MODEL, "champion")
+    admin.wait_for_dag(WATCH)
+    admin.unpause(WATCH)
+    set_plan(admin, router_url="http://127.0.0.1:9")  # no router for the stages: skipped (not required)
+    watch = {**json.loads(default_for("tollgate_watch")), "router_url": world["router"].url}
+    set_variable(admin, "tollgate_watch", watch)
+    try:
+        version = world["challengers"](MODEL, "watch-slow", seed=1, quality="slow")
+        run_id = evaluate(world, version)
+        pending(world, run_id)
+        answer_approval(_approver(world), PROMOTE, run_id, "Approve", comment="offline clean")
+        finished(world, run_id)
+        assert alias_version(mlflow, MODEL, "champion") == version
+
+        deadline, verdict = time.monotonic() + 300, None
+        while verdict is None:
+            assert time.monotonic() < deadline, "no watch_champion run judged the new champion"
+            for run in admin.dag_runs.get_dag_runs(WATCH, limit=20).dag_runs:
+                if getattr(run.state, "value", run.state) not in ("success", "failed"):
+                    continue
+                try:
+                    record = admin.xcom(WATCH, run.dag_run_id, "judge")
+                except Exception:  # skipped or failed before the judge: not this promotion's watch
+                    continue
+                if record["version"] == version:
+                    verdict, watch_run = record, run
+            time.sleep(2)
+    finally:
+        set_plan(admin, router_url=world["router"].url)
+        admin.variables.delete_variable("tollgate_watch")
+        admin.pause(WATCH)
+    assert verdict["verdict"] == "FAIL" and verdict["previous"] == previous, verdict
+    assert any("latency" in r or "p99" in r for r in verdict["reasons"]), verdict["reasons"]
+    assert getattr(watch_run.state, "value", watch_run.state) == "success"
+    # Rolled back by itself, through the attested path, recorded on both versions with the reasons.
+    assert alias_version(mlflow, MODEL, "champion") == previous
+    tags = mlflow.get_model_version(MODEL, previous).tags
+    assert attestation.tag_for(attestation.AUTOMATIC_ROLLBACK) in tags
+    record = json.loads(tags[TAG_ROLLBACK])
+    assert record["from_version"] == version and "watch_champion" in record["reason"]
+    assert json.loads(mlflow.get_model_version(MODEL, version).tags[TAG_ROLLBACK])["to_version"] == previous
+    assert mlflow.get_model_version(MODEL, version).tags[TAG_WATCH].startswith("FAIL")
+    # The router follows the alias back to previous.
+    world["router"].wait_for(
+        lambda s: (s["variants"]["champion"] or {}).get("version") == previous, "previous served", timeout=60
+    )

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollgate.evaluation import canary_schema as col
 from tollgate.evaluation.canary_settings import CanarySettings
+from tollgate.evaluation.rollout_plan import default_router_url
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,7 +48,9 @@ class WatchPlan:
     min_samples: int = 2000
     # The false-rollback rate of one watch (Holm across its checks).
     alpha: float = 0.01
-    # Local platform: replay rows of the champion's dataset as traffic during the watch. Production: off.
+    # Local platform: replay rows of the champion's dataset as traffic during the watch, through this
+    # router (default: TOLLGATE_ROUTER_URL, as the rollout's). Production: off (real traffic).
+    router_url: str = field(default_factory=default_router_url)
     replay: bool = False
     replay_requests: int = 0
     replay_rate: float = 200.0
@@ -200,13 +203,12 @@ def replay_traffic(facts: dict[str, Any], plan: WatchPlan, timeout_s: float = 60
     import time
 
     from tollgate import extensions
-    from tollgate.evaluation.rollout_plan import default_router_url
     from tollgate.evaluation.scoring import holdout_frame
     from tollgate.runtime import setting
     from tollgate.serving.admin_client import RouterAdmin
     from tollgate.serving.replay import replay
 
-    router = RouterAdmin(default_router_url(), timeout=10)
+    router = RouterAdmin(plan.router_url, timeout=10)
     deadline = time.monotonic() + timeout_s
     while ((router.status().get("variants") or {}).get("champion") or {}).get("version") != facts["version"]:
         if time.monotonic() > deadline:
