@@ -344,10 +344,13 @@ def _rollout_lines(demo: Demo) -> list[str]:
     ]
     slow = demo.evidence(s["slow"]).get("rollout") or {}
     verdicts = ", ".join(f"{stage} {v or 'not run'}" for stage, v in (slow.get("verdicts") or {}).items())
-    lines.append(
-        f"Slow challenger v{s['slow']['registered']['version']} ({verdicts}) ROLLED BACK and REJECTED: "
-    )
-    lines += [f"  {reason}" for reason in (slow.get("gate") or {}).get("reasons", [])]
+    lines += [
+        f"Canary report (MLflow artifact): {rollout.get('report')}",
+        f"Slow challenger v{s['slow']['registered']['version']} ({verdicts}) ROLLED BACK and REJECTED:",
+    ]
+    for stage, record in (slow.get("records") or {}).items():
+        if record and record["verdict"] == "FAIL":
+            lines += [f"  {stage}: {reason}" for reason in record["reasons"]]
     return lines
 
 
