@@ -51,11 +51,13 @@ def watch_champion():
 
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from tollgate.evaluation.champion_watch import load_plan, replay_traffic, until_of
+        from tollgate.evaluation.champion_watch import is_champion, load_plan, replay_traffic, until_of
 
         facts = _facts(context)
         if facts["previous"] is None:
             raise AirflowSkipException(f"v{facts['version']} is the first champion: nothing to compare with")
+        if not is_champion(facts):
+            raise AirflowSkipException(f"v{facts['version']} is no longer the champion: nothing to watch")
         plan = load_plan()
         until = datetime.fromtimestamp(until_of(facts, plan), UTC).isoformat()
         print(
@@ -114,7 +116,8 @@ def _facts(context: Any) -> dict[str, Any]:
     from tollgate.evaluation.champion_watch import watched
     from tollgate.evaluation.decisions import keys_from_airflow, refusals_fail_the_task
 
-    events = context["triggering_asset_events"].get(CHAMPION_MODEL) or []
+    # events that queued while the DAG was paused or busy arrive together, in no promised order: oldest first
+    events = sorted(context["triggering_asset_events"].get(CHAMPION_MODEL) or [], key=lambda e: e.timestamp)
     with refusals_fail_the_task():
         return watched([e.extra or {} for e in events], keys_from_airflow(with_private=False))
 

@@ -310,6 +310,21 @@ def test_a_stage_failed_by_hand_mid_wait_still_ends_with_the_champion_alone(worl
     assert alias_version(world["mlflow"], MODEL, "champion") == champion
 
 
+def watch_runs(world) -> str:
+    """Every watch_champion run with its task states and the failed tasks' log tails."""
+    admin, lines = world["admin"], []
+    for run in admin.dag_runs.get_dag_runs(WATCH, limit=20).dag_runs:
+        tis = admin.task_instances.get_task_instances(WATCH, run.dag_run_id, limit=50).task_instances
+        lines.append(f"{run.dag_run_id} {run.state}: " + ", ".join(f"{t.task_id}={t.state}" for t in tis))
+        for t in tis:
+            if str(getattr(t.state, "value", t.state)) in ("failed", "up_for_retry", "running", "deferred"):
+                raw = admin.task_instances.get_log_without_preload_content(
+                    WATCH, run.dag_run_id, t.task_id, max(t.try_number, 1), accept="application/json"
+                )
+                lines.append(f"--- {t.task_id}\n{raw.data.decode()[-3000:]}")
+    return "\n".join(lines) or "no runs"
+
+
 def test_a_champion_slower_after_promotion_is_rolled_back_by_the_watch(world):
     """A slow version whose stages did not run (its rollout named no router) passes offline and is approved;
     once it serves everything, watch_champion finds it slower than previous and rolls back by itself."""
@@ -335,7 +350,7 @@ def test_a_champion_slower_after_promotion_is_rolled_back_by_the_watch(world):
 
         deadline, verdict = time.monotonic() + 300, None
         while verdict is None:
-            assert time.monotonic() < deadline, "no watch_champion run judged the new champion"
+            assert time.monotonic() < deadline, f"no {WATCH} run judged v{version}\n{watch_runs(world)}"
             for run in admin.dag_runs.get_dag_runs(WATCH, limit=20).dag_runs:
                 if getattr(run.state, "value", run.state) not in ("success", "failed"):
                     continue

@@ -194,6 +194,15 @@ def watched(event_extras: list[dict[str, Any]], keys: Keys) -> dict[str, Any]:
     return {**facts, "watch_id": watch_id(facts["model_name"], facts["version"])}
 
 
+def is_champion(facts: dict[str, Any]) -> bool:
+    from tollgate.evaluation.promotion import alias_version
+    from tollgate.registry.names import CHAMPION
+    from tollgate.registry.register import mlflow_client
+    from tollgate.runtime import mlflow_uri
+
+    return alias_version(mlflow_client(mlflow_uri()), facts["model_name"], CHAMPION) == facts["version"]
+
+
 def until_of(facts: dict[str, Any], plan: WatchPlan) -> float:
     return float(facts["promoted_at"]) + plan.watch_s
 
