@@ -244,6 +244,9 @@ def rerun(world, run_id: str, task_id: str) -> None:
     from airflow_client.client import ClearTaskInstancesBody, ClearTaskInstancesBodyTaskIdsInner
 
     admin = world["admin"]
+    # as a user clears a finished run: a clear that lands while the scheduler is marking the run finished
+    # leaves the cleared tasks unscheduled in a run that stays "success" (seen once under load)
+    admin.wait_for_run(PROMOTE, run_id, timeout=120)
     tries_before = admin.task_instances.get_task_instance(PROMOTE, run_id, task_id).try_number
     admin.task_instances.post_clear_task_instances(
         PROMOTE,
