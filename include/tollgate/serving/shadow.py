@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -33,6 +34,8 @@ def _worker(requests: Any, results: Any) -> None:
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):  # sharing a core, the router's requests go first (and its start-up)
+        os.nice(10)
     import mlflow.pyfunc
 
     from tollgate.serving.inputs import InputSpec
