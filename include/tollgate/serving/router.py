@@ -182,20 +182,27 @@ class Router:
                 model.signature_sha256,
                 model.approved_by,
             )
+            await self._prune()
+
+    async def _prune(self) -> None:
+        """Remove the verified copies no routing table needs, after a swap.
+
+        Kept: the current table's models, the previous table's (a request that read the old table may
+        still use them until the next swap) and the paths the shadow worker has queued work for. Called
+        under the lock, so no load of this process is writing a copy meanwhile; the files are removed in
+        a worker thread, never on the event loop."""
+        keep = set(self.table.paths | self._previous_paths) | self.shadow.paths_in_flight()
+        removed = await asyncio.to_thread(
+            prune_cache, self.settings.model_cache, self.settings.model_name, keep
+        )
+        if removed:
+            log.info("removed model copies no routing table uses: %s", ", ".join(p.name for p in removed))
 
     def _swap(self, table: RoutingTable) -> None:
-        """Install ``table`` (one reference assignment), then remove the verified copies no table needs.
-
-        Kept: the new table's models, the previous table's (a request that read the old table may
-        still use them until the next swap) and the paths the shadow worker has queued work for.
-        Called under the lock, so no load of this process is writing a copy meanwhile."""
+        """Install ``table`` (one reference assignment); remember the models of the table it replaces."""
         previous, self.table = self.table, table
         if table.paths != previous.paths:
             self._previous_paths = previous.paths
-        keep = set(table.paths | self._previous_paths) | self.shadow.paths_in_flight()
-        removed = prune_cache(self.settings.model_cache, self.settings.model_name, keep)
-        if removed:
-            log.info("removed model copies no routing table uses: %s", ", ".join(p.name for p in removed))
         if table.champion is not None and not self._heap_frozen:
             # Everything imported and loaded so far (mlflow, pandas, pyarrow, the model: ~10^5 objects)
             # lives as long as the process. Frozen, a full collection no longer scans it: without this
@@ -268,6 +275,7 @@ class Router:
                 challenger=record.challenger_version,
                 aborted=record.aborted_reason,
             )
+            await self._prune()
             return record
 
     async def _write_abort(self, reason: str, cause: str) -> Rollout:
