@@ -345,6 +345,22 @@ def test_reload_under_a_request_loop_fails_no_request(router, models):
     assert served.get(old, 0) > 0 and served.get(new, 0) > 0, served
 
 
+def test_model_copies_stay_bounded_across_reloads(router):
+    """Every load writes a verified copy under <home>/serving/models; only the served models and the
+    previous table's stay (a request that read the old table may still use them)."""
+    cache = Path(router.env["TOLLGATE_HOME"], "serving", "models", MODEL)
+    assert router.status()["variants"]["challenger"] is None
+    for _ in range(2):  # without pruning, each forced reload leaves one more copy behind
+        before = router.status()["variants"]["champion"]["loaded_at"]
+        reload = requests.post(f"{router.url}/admin/reload", headers=router.admin(), timeout=60)
+        assert reload.status_code == 200 and reload.json()["variants"]["champion"]["loaded_at"] > before
+        copies = sorted(p.name for p in cache.iterdir())
+        assert len(copies) == 2, copies  # the champion just loaded and the one it replaced
+    served = predict(router, example_rows(1))
+    assert served.status_code == 200
+    assert sum(name.startswith(f"{served.json()['model_version']}-p") for name in copies) == 2
+
+
 def test_metrics_parse_with_the_prometheus_parser(router):
     text = requests.get(f"{router.url}/metrics", timeout=10).text
     families = {f.name: f for f in text_string_to_metric_families(text)}

@@ -210,3 +210,78 @@ def test_the_shadow_process_predicts_with_the_challengers_own_signature(tmp_path
         ["no", "no"],
     )
     assert rows["b"]["shadow_status"].startswith("error: InputError")
+
+
+def test_the_log_writer_hashes_the_features_and_serialises_the_output_off_the_request(tmp_path):
+    import hashlib
+
+    from tollgate.serving.predlog import FEATURES, SERVED, PredictionLog, read_log
+
+    body = {"rows": [{"x1": 1.5, "segment": "a"}], "user_id": "u1"}
+    log = PredictionLog(str(tmp_path), flush_s=60)
+    log.append({"request_id": "r1", "ts": time.time(), "status": 200, FEATURES: body, SERVED: [0.25, "yes"]})
+    log.append({"request_id": "r2", "ts": time.time(), "status": 422, FEATURES: body})
+    assert log.flush() == 2
+    logged = read_log(str(tmp_path)).set_index("request_id")
+    # the same hash the request path used to compute: sha256 of the sorted-keys JSON of the request body
+    expected = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    assert list(logged.features_sha256) == [expected, expected]
+    assert json.loads(logged.loc["r1", "served_output"]) == [0.25, "yes"]
+    assert pd.isna(logged.loc["r2", "served_output"])
+    assert not any(c.startswith("_") for c in logged.columns)
+
+
+def test_metric_children_are_looked_up_once_and_count_under_the_same_names():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tollgate.serving.metrics import RouterMetrics
+
+    metrics = RouterMetrics()
+    first = metrics.served("champion", "3")
+    assert metrics.served("champion", "3") is first and metrics.served("challenger", "3") is not first
+    for _ in range(3):
+        latency, served = metrics.served("champion", "3")
+        latency.observe(0.001)
+        served.inc()
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    counts = {(s.labels["variant"], s.labels["version"], s.labels["status"]): s.value
+              for s in families["tollgate_router_requests"].samples if s.name.endswith("_total")}  # fmt: skip
+    assert counts == {("champion", "3", "200"): 3, ("challenger", "3", "200"): 0}
+    histogram = [s for s in families["tollgate_router_request_seconds"].samples if s.name.endswith("_count")]
+    assert sorted((s.labels["variant"], s.value) for s in histogram) == [("challenger", 0), ("champion", 3)]
+
+
+def test_pruning_keeps_what_a_table_uses_and_other_live_replicas_copies(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tollgate.serving.loader import prune_cache
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead_pid = int(dead.stdout)
+    folder = tmp_path / "m"
+    mine = [folder / f"{v}-p{os.getpid()}-{i:08x}" for i, v in enumerate("1234")]
+    other_live = folder / f"5-p{os.getppid()}-0000000a"  # another replica sharing the folder
+    other_dead = folder / f"6-p{dead_pid}-0000000b"  # left by a router that is gone
+    foreign = folder / "notes"  # not a copy this loader named
+    for path in [*mine, other_live, other_dead, foreign]:
+        (path / "model").mkdir(parents=True)
+    removed = prune_cache(tmp_path, "m", keep={mine[2], mine[3]})
+    assert sorted(p.name for p in removed) == sorted(p.name for p in (mine[0], mine[1], other_dead))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        p.name for p in (mine[2], mine[3], other_live, foreign)
+    )
+    assert prune_cache(tmp_path, "missing", keep=set()) == []
+
+
+def test_the_shadow_mirror_reports_the_model_copies_it_still_needs():
+    mirror = ShadowMirror(5, lambda row: None, _Metrics())  # not started: offers stay pending
+    assert mirror.paths_in_flight() == set()
+    mirror.offer(_Challenger(), "rows", [{"x": 1}], {"request_id": "p1"})
+    from pathlib import Path
+
+    assert mirror.paths_in_flight() == {Path(_Challenger.path)}
+    mirror.close(timeout=1)  # nothing pending any more: nothing to keep
+    assert mirror.paths_in_flight() == set()

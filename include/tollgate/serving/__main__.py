@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 
 def main() -> None:
@@ -22,6 +23,9 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Background threads (log writer, shadow results, control loop) hand the GIL back to the event
+    # loop after at most 1 ms of Python work, not the default 5 ms: that wait lands on a request's p99.
+    sys.setswitchinterval(0.001)
     settings = RouterSettings.from_env()
     app = build_app(Router(settings))
     uvicorn.run(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
 import signal
@@ -27,6 +26,7 @@ from starlette.routing import Route
 
 from tollgate.serving.inputs import InputError
 from tollgate.serving.outputs import to_jsonable, to_v2_outputs
+from tollgate.serving.predlog import FEATURES, SERVED
 from tollgate.serving.rollout import Conflict, RolloutError, in_canary, validate
 from tollgate.serving.router import Router, log
 
@@ -74,9 +74,7 @@ def build_app(router: Router) -> Starlette:
             "rollout_id": table.rollout.rollout_id or None,
             "request_key": key,
             "fallback": False,
-            "features_sha256": hashlib.sha256(
-                json.dumps(body, sort_keys=True, default=str).encode()
-            ).hexdigest(),
+            FEATURES: body,  # hashed by the log writer thread, off the response path
         }
         if table.champion is None:
             row.update(arm=None, status=503, error=router.not_ready_reason)
@@ -140,17 +138,18 @@ def build_app(router: Router) -> Starlette:
         headers["x-tollgate-model-version"] = model.version
         response = json_response(payload, status, headers)
         latency = time.perf_counter() - started
-        router.metrics.latency.labels(arm, model.version).observe(latency)
-        router.metrics.requests.labels(arm, model.version, str(status)).inc()
+        latency_metric, served_counter = router.metrics.served(arm, model.version)
+        latency_metric.observe(latency)
+        served_counter.inc()
         row.update(
             arm=arm,
             served_version=model.version,
             served_signature_sha256=model.signature_sha256,
-            served_output=json.dumps(result),
             latency_ms=latency * 1000,
             status=status,
             rows=_rows(model_input),
         )
+        row[SERVED] = result  # written as JSON text by the log writer thread
         if table.rollout.mode == "shadow" and table.challenger is not None:
             router.shadow.offer(table.challenger, kind, shadow_payload, row)
         else:

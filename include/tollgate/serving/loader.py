@@ -8,6 +8,8 @@ reports why.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import time
 import uuid
@@ -95,7 +97,7 @@ def load_version(
     from tollgate.registry import attestation
     from tollgate.registry.verify import verify_model_version
 
-    dest = Path(cache) / name / f"{version}-{uuid.uuid4().hex[:8]}"
+    dest = Path(cache) / name / f"{version}-p{os.getpid()}-{uuid.uuid4().hex[:8]}"
     result = verify_model_version(name, version, trusted_keys, client=client, dest=dest)
     if not result.ok:
         raise Refused(name, version, result.problems)
@@ -145,3 +147,41 @@ def load_version(
         loaded_at=time.time(),
         approved_by=approved_by,
     )
+
+
+_OWNED = re.compile(r"^.+-p(\d+)-[0-9a-f]{8}$")  # <version>-p<pid>-<random>: who loaded the copy
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def prune_cache(cache: Path, name: str, keep: set[Path]) -> list[Path]:
+    """Remove the verified copies of ``name`` that no routing table can use any more; returns them.
+
+    A copy is removed when this process made it and it is not in ``keep``, or when the process that
+    made it is gone (a restarted router). Copies of other live processes (replicas sharing the folder)
+    and folders this loader did not name are left alone."""
+    folder = Path(cache) / name
+    kept = {Path(p).resolve() for p in keep}
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    me = os.getpid()
+    for entry in entries:
+        match = _OWNED.match(entry.name)
+        if not match or not entry.is_dir() or entry.resolve() in kept:
+            continue
+        pid = int(match.group(1))
+        if pid == me or not _alive(pid):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed

@@ -6,6 +6,8 @@ use raw latencies from the prediction log, never these buckets.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -60,6 +62,17 @@ class RouterMetrics:
         self.log_rows = Counter(
             "tollgate_router_prediction_log_rows", "Rows written to the prediction log", registry=r
         )
+
+        self._served: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def served(self, variant: str, version: str) -> tuple[Any, Any]:
+        """The latency histogram and the 200-counter children of one arm and version, looked up once:
+        ``.labels()`` hashes its label values under a lock on every call, the request path needs neither."""
+        children = self._served.get((variant, version))
+        if children is None:
+            children = (self.latency.labels(variant, version), self.requests.labels(variant, version, "200"))
+            self._served[(variant, version)] = children
+        return children
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

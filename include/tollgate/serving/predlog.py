@@ -8,7 +8,9 @@ nothing logged is lost. Outputs are stored as JSON text, exactly as the pyfunc r
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import threading
 import uuid
@@ -55,6 +57,23 @@ def _schema():
     return pa.schema([(name, types[kind]) for name, kind in FIELDS])
 
 
+# Private row keys the request path fills with raw objects; the writer thread turns them into the
+# ``features_sha256`` and ``served_output`` columns, so hashing and serialising stay off the response path.
+FEATURES = "_features"
+SERVED = "_served"
+
+
+def finish_row(row: dict[str, Any]) -> None:
+    """Fill the columns the request path left to the writer: the features hash and the served output."""
+    if FEATURES in row:
+        features = row.pop(FEATURES)
+        row["features_sha256"] = hashlib.sha256(
+            json.dumps(features, sort_keys=True, default=str).encode()
+        ).hexdigest()
+    if SERVED in row:
+        row["served_output"] = json.dumps(row.pop(SERVED), default=str)
+
+
 def partition(ts: float) -> tuple[str, str]:
     moment = datetime.fromtimestamp(ts, UTC)
     return moment.strftime("%Y-%m-%d"), moment.strftime("%H")
@@ -98,6 +117,7 @@ class PredictionLog:
         with self._write_lock:
             groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
             for row in rows:
+                finish_row(row)
                 groups[partition(row["ts"])].append(row)
             for (day, hour), group in groups.items():
                 columns = {name: [r.get(name) for r in group] for name, _ in FIELDS}

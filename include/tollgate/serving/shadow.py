@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 _STOP = "__stop__"
@@ -32,6 +34,8 @@ def _worker(requests: Any, results: Any) -> None:
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):  # sharing a core, the router's requests go first (and its start-up)
+        os.nice(10)
     import mlflow.pyfunc
 
     from tollgate.serving.inputs import InputSpec
@@ -72,6 +76,7 @@ class ShadowMirror:
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, name="shadow-results", daemon=True)
         self.dropped = 0
+        self._paths: set[str] = set()  # the model copies queued work was sent for (kept while pending)
 
     def start(self) -> None:
         self._process.start()
@@ -84,10 +89,12 @@ class ShadowMirror:
     def offer(self, challenger: Any, kind: str, payload: Any, row: dict[str, Any]) -> bool:
         """Queue one shadow prediction; False (row logged as dropped) when the queue is full."""
         row["shadow_version"] = challenger.version
+        path = str(challenger.path)
         with self._lock:
+            self._paths.add(path)
             self._pending[row["request_id"]] = row
         try:
-            self._requests.put_nowait((row["request_id"], str(challenger.path), kind, payload))
+            self._requests.put_nowait((row["request_id"], path, kind, payload))
         except queue.Full:
             with self._lock:
                 self._pending.pop(row["request_id"], None)
@@ -98,6 +105,13 @@ class ShadowMirror:
             return False
         self._metrics.shadow_depth.set(self.depth)
         return True
+
+    def paths_in_flight(self) -> set[Path]:
+        """The model copies the worker may still load for pending work (none once nothing is pending)."""
+        with self._lock:
+            if not self._pending:
+                self._paths.clear()
+            return {Path(p) for p in self._paths}
 
     def _read(self) -> None:
         while True:
