@@ -164,3 +164,18 @@ def test_recovery_split_adds_up_and_names_a_missing_line():
     assert got["preempted_at_step"] == got["resumed_from_step"] == 20
     with pytest.raises(RecoveryNotFound, match="sigterm_at_step"):
         split(first_log[:1], first, retry_log, retry)
+
+
+# ---- bytecode: the retry reuses what the first attempt compiled ----------------------------------------
+def test_trainer_keeps_a_private_bytecode_cache_when_the_worker_writes_none(tmp_path):
+    from tollgate.launch.local import bytecode_cache
+
+    worker = {"PYTHONDONTWRITEBYTECODE": "1", "TOLLGATE_HOME": str(tmp_path), "PATH": "/bin"}
+    assert bytecode_cache(worker) == {
+        "TOLLGATE_HOME": str(tmp_path),
+        "PATH": "/bin",
+        "PYTHONPYCACHEPREFIX": str(tmp_path / "cache" / "pycache"),
+    }
+    chosen = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": "/mine"}
+    assert bytecode_cache(chosen) == {"PYTHONPYCACHEPREFIX": "/mine"}  # a prefix already chosen is kept
+    assert bytecode_cache({"PATH": "/bin"}) == {"PATH": "/bin"}  # bytecode written as usual: nothing to do
