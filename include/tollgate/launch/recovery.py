@@ -11,7 +11,8 @@ which it streams as it comes, so the log alone dates each phase:
     queued / started                                            (record: scheduler queued it / it runs)
     launched    "Launching trainer"                             (try 2: the operator starts the process)
     resumed     "TOLLGATE_RESUMED from_step=N ..."              (try 2: data read, state restored)
-    timings     "TOLLGATE_TIMINGS imports_s=.. data_s=.. prepare_s=.. restore_s=.."  (the trainer's own)
+    timings     "TOLLGATE_TIMINGS imports_s=.. data_s=.. prepare_s=.. restore_s=.."  (the trainer's own,
+                optional: without it data, prepare and restore count under trainer_imports)
     first step  the first "TOLLGATE_PROGRESS" after it
 
 Plain Python, no Airflow: the benchmark and the platform test call it with what the REST API returned.
@@ -77,18 +78,19 @@ def split(
         saved, saved_text = _first(first_log, SAVED.match)
         launched, _ = _first(retry_log, lambda t: t.startswith(LAUNCHED))
         resumed, resumed_text = _first(retry_log, RESUMED.match)
-        _, timings_text = _first(retry_log, TIMINGS.match)
         after = [(w, t) for w, t in retry_log if w >= resumed]
         stepped, _ = _first(after, PROGRESS.match)
     except RecoveryNotFound as exc:
         raise RecoveryNotFound(
             "the two logs do not show a SIGTERM, its final checkpoint, and a retry that launched the "
-            "trainer, resumed (TOLLGATE_RESUMED, TOLLGATE_TIMINGS) and stepped: was the first try "
+            "trainer, resumed (TOLLGATE_RESUMED) and stepped: was the first try "
             "interrupted by the local launcher (interruption = sigterm_at_step)?"
         ) from exc
     if first.ended is None or retry.queued is None or retry.started is None:
         raise RecoveryNotFound("the tries' records lack an end, queued or start time")
-    own = dict(pair.split("=", 1) for pair in TIMINGS.match(timings_text).group(1).split())  # type: ignore[union-attr]
+    # The trainer's own report of its start; a trainer without one has it all under trainer_imports.
+    reported = next((m.group(1) for _, t in retry_log if (m := TIMINGS.match(t))), "")
+    own = dict(pair.split("=", 1) for pair in reported.split() if "=" in pair)
     trainer = {k: float(own.get(f"{k}_s", 0.0)) for k in ("data", "prepare", "restore")}
     result = {
         "exit_final_checkpoint": (saved - notice).total_seconds(),
