@@ -14,6 +14,7 @@ Usage: python benchmarks/preemption_resume_airflow.py [--trials 3] [--rows 6000]
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import statistics
 import subprocess
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--at-step", type=int, default=20)
     parser.add_argument("--checkpoint-every", type=int, default=10)
     args = parser.parse_args()
+    # A timeout's SIGTERM still stops the platform (its services run in their own process groups).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-airflow-") as tmp:
         root = Path(tmp)
         repo, rev = data_repo(root, args.rows)
