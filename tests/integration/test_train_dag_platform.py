@@ -49,6 +49,8 @@ def test_one_injected_sigterm_gives_two_tries_and_a_resumed_run(
     resumed = re.search(r"TOLLGATE_RESUMED from_step=(\d+) checkpoint=(\S+)", second_log)
     assert resumed, second_log[-4000:]
     assert int(resumed.group(1)) == int(preempted.group(1)) >= 20
+    # the retry reads the dataset from the local cache the first try filled (no second DVC read)
+    assert re.search(r"dataset \S+ of \S+: \d+ bytes from cache", second_log), second_log[-4000:]
     assert "preemptions 1" in admin_client.task_log(DAG_ID, run_id, "publish_trained_model", 1)
 
     info = admin_client.xcom(DAG_ID, run_id, "publish_trained_model")
