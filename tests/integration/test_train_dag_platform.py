@@ -9,6 +9,8 @@ import re
 import pytest
 
 from tests.integration.test_train_dag import make_data_repo
+from tollgate.launch.recovery import PHASES
+from tollgate.launch.recovery import from_airflow as split_from_airflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
@@ -47,6 +49,8 @@ def test_one_injected_sigterm_gives_two_tries_and_a_resumed_run(
     resumed = re.search(r"TOLLGATE_RESUMED from_step=(\d+) checkpoint=(\S+)", second_log)
     assert resumed, second_log[-4000:]
     assert int(resumed.group(1)) == int(preempted.group(1)) >= 20
+    # the retry reads the dataset from the local cache the first try filled (no second DVC read)
+    assert re.search(r"dataset \S+ of \S+: \d+ bytes from cache", second_log), second_log[-4000:]
     assert "preemptions 1" in admin_client.task_log(DAG_ID, run_id, "publish_trained_model", 1)
 
     info = admin_client.xcom(DAG_ID, run_id, "publish_trained_model")
@@ -54,3 +58,11 @@ def test_one_injected_sigterm_gives_two_tries_and_a_resumed_run(
     mlflow_run = MlflowClient(local_platform.mlflow_url).get_run(info["mlflow_run_id"])
     assert mlflow_run.data.tags["tollgate.spot.preemptions"] == "1"
     assert mlflow_run.data.metrics["spot_preemptions"] == 1.0
+
+    # The recovery as a user sees it, dated from the two tries' logs and records (the benchmark's split).
+    recovery = split_from_airflow(admin_client, DAG_ID, run_id)
+    print("recovery split (s):", {k: round(v, 3) for k, v in recovery.items()})
+    assert recovery["resumed_from_step"] == recovery["preempted_at_step"] == int(preempted.group(1))
+    assert all(recovery[phase] > -0.05 for phase in PHASES), recovery  # one clock, phases in order
+    assert sum(recovery[phase] for phase in PHASES) == pytest.approx(recovery["total"])
+    assert "Retry policy decision" in first_log  # the preemption rule matched: retried with no delay

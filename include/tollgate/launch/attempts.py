@@ -1,8 +1,9 @@
 """One Airflow try = one training attempt: open it in the ledger, and close it with a decision.
 
-Both launch operators use this. A preemption raises ``TrainingPreempted`` (Airflow retries; the retry policy
-gives it a short delay), a failure within its budget raises ``TrainingAttemptFailed``, and an exhausted
-budget or bad input raises ``AirflowFailException`` (no more retries) with a message naming the cause.
+Both launch operators use this. A preemption raises ``TrainingPreempted`` (Airflow retries at once: the
+retry policy sets no delay), a failure within its budget raises ``TrainingAttemptFailed`` (the task's
+``retry_delay`` applies), and an exhausted budget or bad input raises ``AirflowFailException`` (no more
+retries) with a message naming the cause.
 """
 
 from __future__ import annotations
@@ -32,8 +33,13 @@ class TrainingAttemptFailed(AirflowException):
     """A real failure with failure budget left; the next try starts from the checkpoint too."""
 
 
-def retry_policy(preemption_delay: timedelta = timedelta(seconds=2)) -> ExceptionRetryPolicy:
-    """Preemptions retry quickly (new capacity is all they need); other errors use the task's delay."""
+def retry_policy(preemption_delay: timedelta = timedelta(0)) -> ExceptionRetryPolicy:
+    """Preemptions retry at once (new capacity is all they need); other errors keep the task's delay.
+
+    The worker sends the delay with the retry (``retry_delay_override``) and the scheduler queues the next
+    try as soon as ``end_date + delay`` has passed: with 0 on its next loop. Only ``TrainingPreempted``
+    matches, which ``end_attempt`` raises only for an attempt classified as a preemption within budget.
+    """
     return ExceptionRetryPolicy(
         rules=[
             RetryRule(

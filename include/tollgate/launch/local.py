@@ -14,11 +14,13 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tollgate.launch.job import TrainingJob
@@ -111,6 +113,27 @@ def trainer_environment(worker_env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def bytecode_cache(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with a private bytecode cache in place of PYTHONDONTWRITEBYTECODE.
+
+    A worker that keeps the installed packages free of ``.pyc`` files (PYTHONDONTWRITEBYTECODE) would
+    otherwise make every attempt compile torch, pandas and torch._dynamo from source: seconds of each
+    start, on the path from a spot notice to training again. The trainer writes its bytecode to
+    ``$TOLLGATE_HOME/cache/pycache`` (else a per-user temp folder) instead, and the retry reuses it;
+    the installed packages stay untouched. A PYTHONPYCACHEPREFIX already set is kept as it is.
+    """
+    out = dict(env)
+    if out.pop("PYTHONDONTWRITEBYTECODE", None) and "PYTHONPYCACHEPREFIX" not in out:
+        home = out.get("TOLLGATE_HOME")
+        folder = (
+            Path(home, "cache", "pycache")
+            if home
+            else Path(tempfile.gettempdir(), f"tollgate-pycache-{os.getuid()}")
+        )
+        out["PYTHONPYCACHEPREFIX"] = str(folder)
+    return out
+
+
 class LocalLauncher:
     """Runs one attempt of ``job`` as a local process. ``stop()`` may be called from another thread or a
     signal handler (Airflow's on_kill) while ``run()`` is streaming."""
@@ -150,6 +173,7 @@ class LocalLauncher:
         env = trainer_environment(os.environ)
         env.update(self.job.env)
         env.update(self.extra_env)
+        env = bytecode_cache(env)
         env["PYTHONUNBUFFERED"] = "1"
         if self.job.mlflow_uri:
             env["MLFLOW_TRACKING_URI"] = self.job.mlflow_uri

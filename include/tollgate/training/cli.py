@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 
 from tollgate.storage import UnsupportedLocation
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     guard = PreemptionGuard(grace_seconds=30.0)
     guard.install()
     trainer = None
+    started = time.perf_counter()
     try:
         # Readiness line: from here a SIGTERM is the spot notice, handled (tests wait for it, never sleep).
         # Inside the try: a SIGTERM that lands while this line is written is a preemption too.
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         from tollgate.training.trainer import Trainer, log
 
         trainer = Trainer(settings, guard)
+        trainer.progress.timings["imports"] = time.perf_counter() - started
         result = trainer.run()
         log(
             f"done: {result['steps']} steps, holdout auc {result['metrics']['auc']:.4f}, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pandas as pd
 
 from tollgate.data import schema as ctr_schema
 from tollgate.extensions import DatasetSchema
+from tollgate.training import data_cache
 from tollgate.training.errors import BadInput
 
 
@@ -60,10 +62,16 @@ def read_bytes_from_dvc(repo: str, rev: str, path: str) -> bytes:
 
 
 def load(
-    data_file: str | None, repo: str | None, rev: str | None, path: str, schema: DatasetSchema | None = None
+    data_file: str | None,
+    repo: str | None,
+    rev: str | None,
+    path: str,
+    schema: DatasetSchema | None = None,
+    cache_dir: str | None = None,
+    log: Callable[[str], object] | None = None,
 ) -> tuple[pd.DataFrame, DatasetRef]:
     """Read the dataset and check it has the schema's columns (default: the click-through schema);
-    bad input raises BadInput."""
+    bad input raises BadInput. A DVC dataset goes through the local cache in ``cache_dir`` (data_cache)."""
     if data_file is not None:
         file = Path(data_file)
         if not file.is_file():
@@ -72,7 +80,9 @@ def load(
         ref = DatasetRef(repo=None, rev=None, path=str(file.resolve()), content_hash="")
     else:
         assert repo is not None and rev is not None
-        payload = read_bytes_from_dvc(repo, rev, path)
+        payload, how = data_cache.read_through(cache_dir, repo, rev, path, read_bytes_from_dvc)
+        if log is not None:
+            log(f"dataset {path}@{rev} of {repo}: {len(payload)} bytes from {how}")
         ref = DatasetRef(repo=repo, rev=rev, path=path, content_hash="")
     ref = DatasetRef(ref.repo, ref.rev, ref.path, hashlib.sha256(payload).hexdigest())
     try:

@@ -59,6 +59,11 @@ class TrainSettings(BaseSettings):
         schema.CURATED_PATH, description="path of the parquet file inside the data repository"
     )
     data_file: str | None = Field(None, description="a local parquet file instead of --data-repo/--data-rev")
+    data_cache: str | None = Field(
+        None,
+        description="folder caching DVC datasets by content hash for later attempts (default "
+        "$TOLLGATE_HOME/cache/datasets when TOLLGATE_HOME is set; empty = no cache)",
+    )
     checkpoint_uri: str = Field(description="checkpoint folder of this training run (local path or s3://)")
     output_uri: str = Field(description="where the final model files go (local path or s3://)")
     training_run_id: str = Field(description="id of this training run, the same for every attempt")
@@ -165,6 +170,8 @@ def parse(argv: list[str] | None = None, environ: Mapping[str, str] | None = Non
     args = {k: v for k, v in vars(_parser().parse_args(argv)).items() if v is not None}
     if "mlflow_uri" not in args and _env("mlflow_uri") not in env:
         args["mlflow_uri"] = env.get("MLFLOW_TRACKING_URI", "")
+    if "data_cache" not in args and _env("data_cache") not in env and env.get("TOLLGATE_HOME"):
+        args["data_cache"] = os.path.join(env["TOLLGATE_HOME"], "cache", "datasets")
     args["airflow"] = {k: env[k] for k in AIRFLOW_ENV if env.get(k)}
     token = _ENVIRON.set(env)
     try:

@@ -10,7 +10,9 @@ When no tracking URI is given, :class:`NullTracker` does nothing.
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +207,64 @@ def open_tracker(uri: str, experiment: str, training_run_id: str) -> MlflowTrack
     if not uri:
         return NullTracker()
     return MlflowTracker(uri, experiment, training_run_id)
+
+
+class OpeningTracker:
+    """A tracker opened in a background thread, so the first training step never waits for MLflow.
+
+    Opening costs the ``mlflow`` import (seconds of CPU in a fresh process) and a few requests; training
+    needs none of it before its first checkpoint. Step metrics are buffered here until the tracker is
+    open; every other call (flush, which each checkpoint makes first, tags, artifacts, end) waits for the
+    opening and raises its error, so a tracking server that cannot be used still fails the attempt.
+    """
+
+    def __init__(self, open_: Callable[[], MlflowTracker | NullTracker]) -> None:
+        self._open_ = open_
+        self._tracker: MlflowTracker | NullTracker | None = None
+        self._error: BaseException | None = None
+        self._buffer: list[tuple[int, dict[str, float]]] = []
+        self._thread = threading.Thread(target=self._open, name="tollgate-tracking-open", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        try:
+            self._tracker = self._open_()
+        except BaseException as exc:  # re-raised in the training thread by ready()
+            self._error = exc
+
+    def ready(self) -> MlflowTracker | NullTracker:
+        """The open tracker (waits for the opening; raises what it raised), with the buffered steps."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        tracker = self._tracker
+        assert tracker is not None
+        for step, metrics in self._buffer:
+            tracker.log_step(step, metrics)
+        self._buffer.clear()
+        return tracker
+
+    @property
+    def run_id(self) -> str | None:
+        return self.ready().run_id
+
+    def log_step(self, step: int, metrics: dict[str, float]) -> None:
+        if self._tracker is not None and not self._buffer:
+            self._tracker.log_step(step, metrics)
+        else:
+            self._buffer.append((step, metrics))
+
+    def flush(self) -> None:
+        self.ready().flush()
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        self.ready().log_metrics(step, metrics)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self.ready().set_tags(tags)
+
+    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
+        self.ready().log_artifacts(folder, artifact_path)
+
+    def end(self, status: str) -> None:
+        self.ready().end(status)

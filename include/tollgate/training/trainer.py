@@ -34,7 +34,7 @@ from tollgate.training.features import FeatureEncoder
 from tollgate.training.metrics import evaluate
 from tollgate.training.model import CTRModel, ModelConfig
 from tollgate.training.settings import SLOW_SERVING_DELAY_MS, TrainSettings
-from tollgate.training.tracking import MlflowTracker, NullTracker, open_tracker
+from tollgate.training.tracking import MlflowTracker, NullTracker, OpeningTracker, open_tracker
 from tollgate_torch.background import BackgroundSaver
 from tollgate_torch.checkpoints import WRITE_STAGES, CheckpointStore, Entry
 from tollgate_torch.preemption import PreemptionGuard
@@ -105,6 +105,8 @@ class Progress:
     save_seconds: float = 0.0
     restore_seconds: float = 0.0
     preempted_reported: bool = False
+    # Where this attempt's start went, in seconds (TOLLGATE_TIMINGS): imports, data, prepare, restore.
+    timings: dict[str, float] = field(default_factory=dict)
     attempt: dict[str, Any] = field(default_factory=dict)
 
 
@@ -113,7 +115,7 @@ class Trainer:
         self.s = settings
         self.guard = guard
         self.progress = Progress()
-        self.tracker: MlflowTracker | NullTracker = NullTracker()
+        self.tracker: MlflowTracker | NullTracker | OpeningTracker = NullTracker()
         self.store = CheckpointStore(settings.checkpoint_uri, settings.keep_checkpoints)
         self.store.write_hook = _pause_during_save_hook()
         self.saver = BackgroundSaver(self.store)
@@ -125,8 +127,13 @@ class Trainer:
     def _prepare(self) -> None:
         s = self.s
         self.device = configure_determinism()
-        frame, self.dataset = datasets.load(s.data_file, s.data_repo, s.data_rev, s.data_path)
+        started = time.perf_counter()
+        frame, self.dataset = datasets.load(
+            s.data_file, s.data_repo, s.data_rev, s.data_path, cache_dir=s.data_cache, log=log
+        )
         self.frame = frame
+        self.progress.timings["data"] = time.perf_counter() - started
+        started = time.perf_counter()
         train, holdout = datasets.time_split(frame, s.holdout_fraction)
         labels = train[schema.LABEL].to_numpy(dtype=np.float32)
         if s.quality == "degraded":
@@ -167,6 +174,7 @@ class Trainer:
         # Position: the next batch to run is (epoch, batch); step counts finished optimizer steps.
         self.epoch, self.batch = 0, 0
         self.epoch_loss_sum, self.epoch_rows = 0.0, 0
+        self.progress.timings["prepare"] = time.perf_counter() - started
 
     def _resume(self) -> str | None:
         restored = self.store.restore_latest()
@@ -273,19 +281,20 @@ class Trainer:
         }
 
     # -- tracking -------------------------------------------------------------------------------
-    def _open_tracking(self, resumed_from: str | None) -> None:
+    def _open_tracking(self, resumed_from: str | None, resumed_step: int) -> MlflowTracker | NullTracker:
+        """Find or create the MLflow run and log what this attempt adds (runs in OpeningTracker's thread)."""
         s = self.s
         try:
-            self.tracker = open_tracker(s.mlflow_uri, s.experiment, s.training_run_id)
+            tracker = open_tracker(s.mlflow_uri, s.experiment, s.training_run_id)
         except Exception as exc:
             raise RuntimeError(
                 f"MLflow tracking server at {s.mlflow_uri} is not usable ({exc}). Start it, fix "
                 "--mlflow-uri / MLFLOW_TRACKING_URI, or pass --mlflow-uri '' to train without tracking."
             ) from exc
-        if isinstance(self.tracker, NullTracker):
-            return
+        if isinstance(tracker, NullTracker):
+            return tracker
         # Only what an earlier attempt has not logged (MLflow params are immutable).
-        self.tracker.log_params(
+        tracker.log_params(
             {
                 **s.hyperparameters(),
                 "checkpoint_every": s.checkpoint_every,
@@ -297,7 +306,7 @@ class Trainer:
                 "total_steps": self.total_steps,
             }
         )
-        self.tracker.log_dataset(self.frame, self.dataset.as_dict(), schema.LABEL)
+        tracker.log_dataset(self.frame, self.dataset.as_dict(), schema.LABEL)
         airflow = {
             "TOLLGATE_AIRFLOW_DAG_ID": "tollgate.airflow.dag_id",
             "TOLLGATE_AIRFLOW_RUN_ID": "tollgate.airflow.run_id",
@@ -311,7 +320,7 @@ class Trainer:
                 "tollgate.attempt": self.progress.attempt["attempt"],
                 "tollgate.preemptions": summary["preemptions"],
                 "tollgate.resumed_from_checkpoint": resumed_from or "none",
-                "tollgate.resumed_from_step": self.progress.step,
+                "tollgate.resumed_from_step": resumed_step,
                 "tollgate.checkpoint_uri": s.checkpoint_uri,
                 "tollgate.dataset.rev": self.dataset.rev or "none",
                 "tollgate.dataset.repo": self.dataset.repo or "none",
@@ -320,11 +329,10 @@ class Trainer:
                 "tollgate.quality": s.quality,
             }
         )
-        self.tracker.set_tags(tags)
+        tracker.set_tags(tags)
         if resumed_from:
-            self.tracker.log_metrics(
-                self.progress.step, {"checkpoint_restore_seconds": self.progress.restore_seconds}
-            )
+            tracker.log_metrics(resumed_step, {"checkpoint_restore_seconds": self.progress.restore_seconds})
+        return tracker
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _checkpoint(self, wait: bool = False) -> tuple[str, float]:
@@ -474,15 +482,20 @@ class Trainer:
         self._claim_folder()
         self._prepare()
         self._last_saved_step = -1
+        started = time.perf_counter()
         resumed_from = self._resume()
+        self.progress.timings["restore"] = time.perf_counter() - started
         say(f"TOLLGATE_RESUMED from_step={self.progress.step} checkpoint={resumed_from or 'none'}")
+        say("TOLLGATE_TIMINGS " + " ".join(f"{k}_s={v:.3f}" for k, v in self.progress.timings.items()))
         if resumed_from:
             log(
                 f"resumed from {resumed_from} at step {self.progress.step} "
                 f"(epoch {self.epoch + 1}, batch {self.batch}) in {self.progress.restore_seconds:.3f} s"
             )
         self._open_attempt(resumed_from)
-        self._open_tracking(resumed_from)
+        # MLflow opens beside the first steps: they need none of it (see OpeningTracker).
+        resumed_step = self.progress.step
+        self.tracker = OpeningTracker(lambda: self._open_tracking(resumed_from, resumed_step))
         log(
             f"training on {self.device.type}: {self.n_train} rows, {self.n_holdout} held out, "
             f"{self.total_steps} steps, checkpoints every {s.checkpoint_every} to {s.checkpoint_uri}"
@@ -494,6 +507,8 @@ class Trainer:
             raise
         metrics, _ = self._evaluate()
         self._close_attempt("succeeded")
+        if isinstance(self.tracker, OpeningTracker):
+            self.tracker = self.tracker.ready()
         summary = self.spot_summary()
         result = {
             "metrics": metrics,
