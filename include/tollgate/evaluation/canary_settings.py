@@ -10,7 +10,8 @@ mSPRT, valid however often it is read, so a router guardrail may read it at ever
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,25 @@ class CanarySettings:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def plan_fields(cls: type, text: str | None, variable: str, example: str) -> dict[str, Any]:
+    """The fields of the plan dataclass ``cls`` that the Variable ``variable`` (JSON) overrides, with its
+    ``"analysis"`` object turned into CanarySettings. Unknown keys are refused, naming the known ones."""
+    import json
+
+    raw = json.loads(text) if text and text.strip() else {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"Variable {variable} must be a JSON object, e.g. {example}")
+    known = {f.name for f in fields(cls)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"Variable {variable}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    analysis_raw = raw.pop("analysis", {}) or {}
+    analysis_known = {f.name for f in fields(CanarySettings)}
+    bad = set(analysis_raw) - analysis_known
+    if bad:
+        raise ValueError(
+            f"Variable {variable}.analysis: unknown keys {sorted(bad)}; known: {sorted(analysis_known)}"
+        )
+    return {**raw, "analysis": replace(CanarySettings(), **analysis_raw)}

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tollgate.evaluation import canary_schema as col
-from tollgate.evaluation.canary_settings import CanarySettings
+from tollgate.evaluation.canary_settings import CanarySettings, plan_fields
 from tollgate.evaluation.rollout_plan import default_router_url
 
 if TYPE_CHECKING:
@@ -58,22 +58,7 @@ class WatchPlan:
 
     @classmethod
     def from_json(cls, text: str | None) -> WatchPlan:
-        raw = json.loads(text) if text and text.strip() else {}
-        if not isinstance(raw, dict):
-            raise ValueError('Variable tollgate_watch must be a JSON object, e.g. {"watch_s": 21600}')
-        unknown = set(raw) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(
-                f"Variable tollgate_watch: unknown keys {sorted(unknown)}; "
-                f"known: {[f.name for f in fields(cls)]}"
-            )
-        analysis_raw = raw.pop("analysis", {}) or {}
-        bad = set(analysis_raw) - {f.name for f in fields(CanarySettings)}
-        if bad:
-            raise ValueError(
-                f"Variable tollgate_watch.analysis: unknown keys {sorted(bad)} (see CanarySettings)"
-            )
-        return replace(cls(), **raw, analysis=replace(CanarySettings(), **analysis_raw))
+        return replace(cls(), **plan_fields(cls, text, "tollgate_watch", '{"watch_s": 21600}'))
 
     def settings(self) -> CanarySettings:
         """The analysis settings with the whole alpha on the watch's one look."""

@@ -9,13 +9,12 @@ production set it to ``{"replay": false}`` (real traffic, the production-size de
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from tollgate.evaluation.canary_settings import CanarySettings
+from tollgate.evaluation.canary_settings import CanarySettings, plan_fields
 
 SHADOW = "shadow"
 # Stage ids are fixed at DAG parse time (task ids); their weights come from CanarySettings.canary_weights.
@@ -55,28 +54,11 @@ class RolloutPlan:
 
     @classmethod
     def from_json(cls, text: str | None) -> RolloutPlan:
-        raw = json.loads(text) if text and text.strip() else {}
-        if not isinstance(raw, dict):
-            raise ValueError('Variable tollgate_rollout must be a JSON object, e.g. {"replay": false}')
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(
-                f"Variable tollgate_rollout: unknown keys {sorted(unknown)}; known: {sorted(known)}"
-            )
-        analysis_raw = raw.pop("analysis", {}) or {}
-        analysis_known = {f.name for f in fields(CanarySettings)}
-        bad = set(analysis_raw) - analysis_known
-        if bad:
-            raise ValueError(
-                f"Variable tollgate_rollout.analysis: unknown keys {sorted(bad)}; "
-                f"known: {sorted(analysis_known)}"
-            )
-        analysis = replace(CanarySettings(), **analysis_raw)
-        missing = [s for s in STAGES[1:] if s not in analysis.canary_weights]
+        given = plan_fields(cls, text, "tollgate_rollout", '{"replay": false}')
+        missing = [s for s in STAGES[1:] if s not in given["analysis"].canary_weights]
         if missing:
             raise ValueError(f"tollgate_rollout.analysis.canary_weights lacks stages {missing}")
-        return replace(cls(), **raw, analysis=analysis)
+        return replace(cls(), **given)
 
     def weight(self, stage: str) -> float:
         return 0.0 if stage == SHADOW else float(self.analysis.canary_weights[stage])
