@@ -39,8 +39,10 @@ lock: | $(BIN)/python
 	# One lock per image, from the same requirements.txt (tollgate/packaging/image_locks.py)
 	PYTHONPATH=include $(BIN)/python -m tollgate.packaging.image_locks --uv $(BIN)/uv --torch-source "$(TORCH_SOURCE)"
 
+# PROFILE=distributed: PostgreSQL, Redis + CeleryExecutor (two workers), S3 (moto_server), MLflow with auth.
+PROFILE ?= default
 up: setup
-	$(BIN)/tollgate-platform up
+	$(BIN)/tollgate-platform up --profile $(PROFILE)
 
 down:
 	@if [ -x $(BIN)/tollgate-platform ]; then $(BIN)/tollgate-platform down; fi
