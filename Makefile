@@ -57,7 +57,7 @@ clean-state: setup
 # EXAMPLE picks the example the demo runs (tollgate_examples/<name>, or a module path): ctr, digits.
 EXAMPLE ?= ctr
 demo: setup
-	TOLLGATE_EXAMPLE=$(EXAMPLE) $(BIN)/python -m tollgate.demo
+	TOLLGATE_EXAMPLE=$(EXAMPLE) TOLLGATE_PROFILE=$(PROFILE) $(BIN)/python -m tollgate.demo
 
 browser-deps:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }

@@ -110,6 +110,17 @@ class DistributedStack(LocalStack):
         (self.secret_dir / ".mlflow-pw").unlink()
         return creds
 
+    def client_env(self) -> dict[str, str]:
+        """What a client process on this machine (``make demo``) needs to reach MLflow and S3."""
+        env = self.airflow_env()
+        names = (
+            "MLFLOW_TRACKING_USERNAME",
+            "MLFLOW_TRACKING_PASSWORD",
+            "AWS_ENDPOINT_URL",
+            "MLFLOW_S3_ENDPOINT_URL",
+        )
+        return {name: env[name] for name in (*names, *S3_CREDENTIALS)}
+
     def settings_overrides(self) -> dict[str, str]:
         base = f"s3://{BUCKET}"
         return {
@@ -186,7 +197,6 @@ class DistributedStack(LocalStack):
             "--host", "127.0.0.1",
             "--port", str(self.ports.mlflow),
             "--workers", "1",
-            "--backend-store-uri", self.postgres.url("mlflow"),
             "--artifacts-destination", f"s3://{BUCKET}/mlflow-artifacts",
             "--serve-artifacts",
         ]  # fmt: skip
@@ -195,6 +205,8 @@ class DistributedStack(LocalStack):
         creds = self.mlflow_credentials()
         server_env = {
             **super()._mlflow_env(env),
+            # The store's URL holds its password: in the environment, not on the command line (`ps`).
+            "MLFLOW_BACKEND_STORE_URI": self.postgres.url("mlflow"),
             "MLFLOW_AUTH_CONFIG_PATH": str(self._mlflow_auth_config()),
             "MLFLOW_AUTH_ADMIN_USERNAME": creds["username"],
             "MLFLOW_AUTH_ADMIN_PASSWORD": creds["password"],
