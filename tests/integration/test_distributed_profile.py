@@ -49,7 +49,7 @@ def _processes_naming(path: Path) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def distributed() -> Iterator[tuple[DistributedStack, dict[str, float]]]:
+def distributed_platform() -> Iterator[tuple[DistributedStack, dict[str, float]]]:
     # PostgreSQL runs as the `postgres` user when the tests run as root: its folders must be reachable by it
     # (pytest's own temporary folders are private to root).
     root = Path(tempfile.mkdtemp(prefix="tollgate-distributed-", dir="/tmp"))
@@ -79,8 +79,8 @@ def _task_instances(stack: DistributedStack, dag_id: str, run_id: str) -> dict[s
     return {r[0]: {"state": r[1], "celery_id": r[2], "queue": r[3], "hostname": r[4]} for r in rows}
 
 
-def test_distributed_profile_up_run_on_celery_mlflow_auth_and_down(distributed):
-    stack, timings = distributed
+def test_distributed_profile_up_run_on_celery_mlflow_auth_and_down(distributed_platform):
+    stack, timings = distributed_platform
     print("seconds to healthy: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 
     # Every service answers a real request; status shows the profile and each of them.
