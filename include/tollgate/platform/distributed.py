@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from secrets import token_urlsafe
 
 from tollgate.config import REPO_ROOT
 from tollgate.platform import secrets
@@ -100,14 +101,10 @@ class DistributedStack(LocalStack):
         path = self.mlflow_credentials_file
         if path.exists():
             return json.loads(path.read_text())
-        creds = {
-            "username": MLFLOW_ADMIN,
-            "password": secrets.ensure_token(self.secret_dir / ".mlflow-pw", 18),
-        }
+        creds = {"username": MLFLOW_ADMIN, "password": token_urlsafe(18)}
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600, exist_ok=True)
+        path.touch(mode=0o600, exist_ok=True)  # private before anything is written to it
         path.write_text(json.dumps(creds, indent=2))
-        (self.secret_dir / ".mlflow-pw").unlink()
         return creds
 
     def client_env(self) -> dict[str, str]:
