@@ -39,8 +39,10 @@ lock: | $(BIN)/python
 	# One lock per image, from the same requirements.txt (tollgate/packaging/image_locks.py)
 	PYTHONPATH=include $(BIN)/python -m tollgate.packaging.image_locks --uv $(BIN)/uv --torch-source "$(TORCH_SOURCE)"
 
+# PROFILE=distributed: PostgreSQL, Redis + CeleryExecutor (two workers), S3 (moto_server), MLflow with auth.
+PROFILE ?= default
 up: setup
-	$(BIN)/tollgate-platform up
+	$(BIN)/tollgate-platform up --profile $(PROFILE)
 
 down:
 	@if [ -x $(BIN)/tollgate-platform ]; then $(BIN)/tollgate-platform down; fi
@@ -55,7 +57,7 @@ clean-state: setup
 # EXAMPLE picks the example the demo runs (tollgate_examples/<name>, or a module path): ctr, digits.
 EXAMPLE ?= ctr
 demo: setup
-	TOLLGATE_EXAMPLE=$(EXAMPLE) $(BIN)/python -m tollgate.demo
+	TOLLGATE_EXAMPLE=$(EXAMPLE) TOLLGATE_PROFILE=$(PROFILE) $(BIN)/python -m tollgate.demo
 
 browser-deps:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }

@@ -33,7 +33,13 @@ LAYERS = ("dags", "unit", "integration", "e2e")
 
 
 # Fixtures that stand for a session platform (Airflow + MLflow, started once per test process).
-PLATFORM_FIXTURES = {"local_platform", "admin_client", "promotion_dags", "signed_challenger"}
+PLATFORM_FIXTURES = {
+    "local_platform",
+    "admin_client",
+    "promotion_dags",
+    "signed_challenger",
+    "distributed_platform",  # a platform of its own (test_distributed_profile.py)
+}
 
 
 @pytest.hookimpl(tryfirst=True)

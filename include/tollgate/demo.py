@@ -23,6 +23,7 @@ The platform stays up afterwards.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -33,6 +34,7 @@ from airflow_client.client.models import AssetEventResponse, DAGRunResponse, Tas
 
 from tollgate.platform.api import AirflowClient
 from tollgate.platform.approvals import answer_approval, wait_for_pending_approval
+from tollgate.platform.distributed import DistributedStack, stack_for
 from tollgate.platform.processes import ServiceError
 from tollgate.platform.stack import LocalStack
 
@@ -409,7 +411,9 @@ def _state_of(stack: LocalStack, admin: AirflowClient, example: str = "ctr") -> 
 
 def main() -> int:
     started = time.monotonic()
-    stack = LocalStack()
+    stack = stack_for(os.environ.get("TOLLGATE_PROFILE") or "default")
+    if isinstance(stack, DistributedStack):  # MLflow's account and the S3 endpoint for this process
+        os.environ.update(stack.client_env())
     try:
         if stack.running_services():
             say(f"Reusing the local platform already running in {stack.home}")

@@ -9,7 +9,7 @@ stand-in of the API server (``FakeKubernetesApi``), because no API server can ru
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
 import pytest
@@ -114,13 +114,45 @@ def test_spot_pod_manifest(tmp_path):
     assert args[args.index("--checkpoint-uri") + 1] == str(tmp_path / "checkpoints")
     assert args[args.index("--grace-seconds") + 1] == "30"
     assert args[args.index("--data-rev") + 1] == "abc123"
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.tollgate:5000"
     assert container["resources"] == {
         "requests": {"cpu": "4", "memory": "8Gi"},
         "limits": {"cpu": "4", "memory": "8Gi"},
     }
     assert "nvidia.com/gpu" not in str(spec)
+
+
+def test_mlflow_credentials_come_from_a_secret_never_from_the_spec(tmp_path):
+    """MLflow's basic auth is on in production: the trainer's account is read from a Secret (secretKeyRef);
+    a password that reached the job's environment (e.g. the worker's own) is not written into the pod."""
+    job = replace(
+        _job(tmp_path),
+        env={"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "worker-secret", "A": "1"},
+    )
+    pod = pod_manifest(TrainingPodOperator(task_id="train_kubernetes").build_job_pod(job, _context()))
+    (container,) = pod["spec"]["containers"]
+    by_name = {e["name"]: e for e in container["env"]}
+    assert by_name["MLFLOW_TRACKING_USERNAME"] == {
+        "name": "MLFLOW_TRACKING_USERNAME",
+        "valueFrom": {"secretKeyRef": {"name": "tollgate-mlflow-credentials", "key": "username"}},
+    }
+    assert by_name["MLFLOW_TRACKING_PASSWORD"] == {
+        "name": "MLFLOW_TRACKING_PASSWORD",
+        "valueFrom": {"secretKeyRef": {"name": "tollgate-mlflow-credentials", "key": "password"}},
+    }
+    assert by_name["A"]["value"] == "1"
+    assert "worker-secret" not in str(pod)
+
+    other = replace(job, mlflow_credentials_secret="team-a-mlflow")
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
+        for e in pod_manifest(TrainingPodOperator(task_id="t").build_job_pod(other, _context()))["spec"][
+            "containers"
+        ][0]["env"]
+        if "valueFrom" in e
+    }
+    assert refs == {"MLFLOW_TRACKING_USERNAME": "team-a-mlflow", "MLFLOW_TRACKING_PASSWORD": "team-a-mlflow"}
 
 
 def test_labels_tie_the_pod_to_the_airflow_try(tmp_path):
@@ -373,7 +405,7 @@ def test_execute_deletes_earlier_pods_waits_until_gone_then_goes_on_demand(tmp_p
     assert pod["metadata"]["labels"]["tollgate.io/capacity"] == "on-demand"
     assert pod["metadata"]["labels"]["tollgate.io/try-number"] == "3"
     assert not pod["spec"].get("tolerations")
-    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert (env["TOLLGATE_ATTEMPT"], env["TOLLGATE_PREEMPTIONS"], env["TOLLGATE_AIRFLOW_TRY_NUMBER"]) == (
         "3",
         "2",

@@ -20,6 +20,10 @@ POD_GRACE_MARGIN_SECONDS = 10
 
 _LABEL_MAX = 63
 _ARG_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+# The Secret (in the training namespace) holding the trainer's MLflow basic-auth account, and the key of
+# each variable in it: the pod reads them through secretKeyRef, so no password is written in a pod spec.
+MLFLOW_CREDENTIALS_SECRET = "tollgate-mlflow-credentials"
+MLFLOW_CREDENTIAL_KEYS = {"MLFLOW_TRACKING_USERNAME": "username", "MLFLOW_TRACKING_PASSWORD": "password"}
 
 
 def sanitize_label_value(value: str) -> str:
@@ -97,6 +101,8 @@ class TrainingJob:
     grace_margin_seconds: int = POD_GRACE_MARGIN_SECONDS
     service_account: str = "tollgate-training"
     namespace: str = "tollgate"
+    # The Secret (keys ``username``, ``password``) the pod reads MLflow's basic-auth account from; "" = none.
+    mlflow_credentials_secret: str = MLFLOW_CREDENTIALS_SECRET
     instance_type: str = "m5.xlarge"
     on_demand: bool = False
 

@@ -27,7 +27,7 @@ from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
 from tollgate.config import K8S_CONN_ID
-from tollgate.launch.job import Resources, TrainingJob, sanitize_label_value
+from tollgate.launch.job import MLFLOW_CREDENTIAL_KEYS, Resources, TrainingJob, sanitize_label_value
 
 # (node label, value on spot nodes); an on-demand attempt requires each to be absent or different.
 SPOT_NODE_LABELS: tuple[tuple[str, str], ...] = (
@@ -114,11 +114,26 @@ def pod_labels(job: TrainingJob, context: Mapping[str, Any] | None = None) -> di
 
 
 def env_vars(job: TrainingJob) -> list[k8s.V1EnvVar]:
-    env = dict(job.env)
+    """The trainer's environment. MLflow's account comes from the Secret ``job.mlflow_credentials_secret``
+    through secretKeyRef (MLflow's basic auth is on in production); a value for it in ``job.env`` is never
+    written into the pod spec."""
+    env = {name: value for name, value in job.env.items() if name not in MLFLOW_CREDENTIAL_KEYS}
     if job.mlflow_uri:
         env["MLFLOW_TRACKING_URI"] = job.mlflow_uri
     env["PYTHONUNBUFFERED"] = "1"
-    return [k8s.V1EnvVar(name=name, value=str(value)) for name, value in sorted(env.items())]
+    plain = [k8s.V1EnvVar(name=name, value=str(value)) for name, value in sorted(env.items())]
+    if not (job.mlflow_uri and job.mlflow_credentials_secret):
+        return plain
+    from_secret = [
+        k8s.V1EnvVar(
+            name=name,
+            value_from=k8s.V1EnvVarSource(
+                secret_key_ref=k8s.V1SecretKeySelector(name=job.mlflow_credentials_secret, key=key)
+            ),
+        )
+        for name, key in MLFLOW_CREDENTIAL_KEYS.items()
+    ]
+    return plain + from_secret
 
 
 class EarlierPodsStillRunning(RuntimeError):

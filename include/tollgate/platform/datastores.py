@@ -1,4 +1,4 @@
-"""PostgreSQL and Redis on loopback for the distributed profile (groundwork; not wired into ``make up`` yet).
+"""PostgreSQL and Redis on loopback for the distributed profile (``tollgate.platform.distributed``).
 
 Both come from Debian (``postgresql``, ``redis-server``), installed with apt when missing. PostgreSQL refuses
 to run as root, so when Tollgate runs as root the server and its tools run as the ``postgres`` user
@@ -14,6 +14,7 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,8 @@ class Postgres:
         finally:
             pwfile.unlink(missing_ok=True)
 
-    def start(self) -> subprocess.Popen:
+    def start(self, on_started: Callable[[subprocess.Popen], None] | None = None) -> subprocess.Popen:
+        """Start; wait until a query answers. ``on_started`` gets the process first (to record it)."""
         self.init()
         self.log.parent.mkdir(parents=True, exist_ok=True)
         command = [
@@ -117,6 +119,8 @@ class Postgres:
             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
         ]  # fmt: skip
         process = start_group(as_service_user(command), self.log)
+        if on_started:
+            on_started(process)
         wait_listening("postgresql", self.port, process, self.log)
         self.wait_ready()
         return process
@@ -160,7 +164,7 @@ class Redis:
     def url(self, db: int = 0) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
 
-    def start(self) -> subprocess.Popen:
+    def start(self, on_started: Callable[[subprocess.Popen], None] | None = None) -> subprocess.Popen:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("redis-server")
         if binary is None:
@@ -173,6 +177,8 @@ class Redis:
         )
         config.chmod(0o600)
         process = start_group([binary, str(config)], self.log)
+        if on_started:
+            on_started(process)
         wait_listening("redis-server", self.port, process, self.log)
         import redis
 

@@ -57,6 +57,9 @@ def _exists(get: Callable[[str], Any], key: str) -> bool:
 def apply_settings(stack: LocalStack, path: Path) -> dict[str, str]:
     """Create or update each connection, pool and variable; returns what happened to each."""
     settings = load_settings(path, stack.airflow_env())
+    overrides = stack.settings_overrides()  # the profile's own values (e.g. s3:// storage)
+    for variable in settings["variables"]:
+        variable["variable_value"] = overrides.get(variable["variable_name"], variable["variable_value"])
     client = AirflowClient(stack.airflow_url, "admin", stack.passwords()["admin"])
     done: dict[str, str] = {}
     for conn in settings["connections"]:

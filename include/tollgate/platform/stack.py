@@ -44,6 +44,11 @@ class Ports:
     trigger_log: int = 8794
     smtp: int = 0  # the local mail server; 0 = a free port chosen by `up`
     router: int = 8000  # the serving router
+    # The distributed profile's own services (tollgate/platform/distributed.py); 0 = not in this profile.
+    postgres: int = 0
+    redis: int = 0
+    s3: int = 0
+    second_worker_log: int = 0
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -58,14 +63,19 @@ class Ports:
         )
 
     def by_service(self) -> dict[str, int]:
-        return {
+        ports = {
             "airflow api-server": self.airflow,
             "mlflow server": self.mlflow,
             "airflow worker log server": self.worker_log,
             "airflow triggerer log server": self.trigger_log,
             "smtp server (approver mail)": self.smtp,
             "serving router": self.router,
+            "postgresql": self.postgres,
+            "redis": self.redis,
+            "s3 (moto_server)": self.s3,
+            "second celery worker log server": self.second_worker_log,
         }
+        return {name: port for name, port in ports.items() if port}
 
 
 @dataclass
@@ -81,10 +91,17 @@ class StackState:
     home: str
     ports: Ports
     services: list[Service] = field(default_factory=list)
+    profile: str = "default"
 
 
 class LocalStack:
-    """One local platform rooted at ``home`` (default: the state folder)."""
+    """One local platform rooted at ``home`` (default: the state folder).
+
+    The hooks below (``profile``, ``airflow_components``, ``_start_backing_services``, ...) are what the
+    distributed profile (``tollgate.platform.distributed.DistributedStack``) changes; here they keep the
+    default profile: SQLite, LocalExecutor, local folders."""
+
+    profile = "default"
 
     def __init__(
         self,
@@ -248,7 +265,10 @@ class LocalStack:
             return None
         raw = json.loads(self.run_file.read_text())
         return StackState(
-            home=raw["home"], ports=Ports(**raw["ports"]), services=[Service(**s) for s in raw["services"]]
+            home=raw["home"],
+            ports=Ports(**raw["ports"]),
+            services=[Service(**s) for s in raw["services"]],
+            profile=raw.get("profile", "default"),
         )
 
     def _write_state(self, state: StackState) -> None:
@@ -302,13 +322,12 @@ class LocalStack:
         self.passwords()
         env = self.airflow_env()
         (self.home / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
-        state = StackState(home=str(self.home), ports=self.ports)
+        state = StackState(home=str(self.home), ports=self.ports, profile=self.profile)
         timings: dict[str, float] = {}
         try:
+            self._start_backing_services(state, timings, t0)
             mlflow_log = self.logs / "mlflow-server.log"
-            # MLflow's background job runner (GenAI evaluation jobs) is not used by Tollgate.
-            mlflow_env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-            mlflow_proc = start_group(self._mlflow_command(), mlflow_log, env=mlflow_env)
+            mlflow_proc = start_group(self._mlflow_command(), mlflow_log, env=self._mlflow_env(env))
             state.services.append(Service("mlflow-server", mlflow_proc.pid, time.time(), str(mlflow_log)))
             self._write_state(state)
             smtp_log = self.logs / "smtp-server.log"
@@ -320,9 +339,11 @@ class LocalStack:
             self.migrate()
             timings["airflow db migrate"] = time.monotonic() - t0
             procs = {}
-            for component in AIRFLOW_COMPONENTS:
+            for component in self.airflow_components():
                 log = self.logs / f"airflow-{component}.log"
-                proc = start_group(self._airflow_command(component), log, env=env)
+                proc = start_group(
+                    self._airflow_command(component), log, env=self._component_env(component, env)
+                )
                 procs[component] = (proc, log)
                 state.services.append(Service(f"airflow-{component}", proc.pid, time.time(), str(log)))
                 self._write_state(state)
@@ -342,6 +363,7 @@ class LocalStack:
             wait_listening("smtp server", self.ports.smtp, smtp_proc, smtp_log, self.startup_timeout)
             self._wait_components_healthy(procs, self.startup_timeout)
             timings["airflow components"] = time.monotonic() - t0
+            self._wait_workers_healthy(procs, timings, t0)
             live = router_service.live_url(self.ports.router)
             wait_healthy("serving router", live, router_proc, router_log, self.startup_timeout)
             timings["router"] = time.monotonic() - t0
@@ -355,6 +377,33 @@ class LocalStack:
         if announce:
             print(self.describe(timings))
         return timings
+
+    # ---- profile hooks (the default profile's behaviour) ---------------------------------------
+    def airflow_components(self) -> tuple[str, ...]:
+        return AIRFLOW_COMPONENTS
+
+    def _component_env(self, component: str, env: dict[str, str]) -> dict[str, str]:
+        return env
+
+    def _mlflow_env(self, env: dict[str, str]) -> dict[str, str]:
+        # MLflow's background job runner (GenAI evaluation jobs) is not used by Tollgate.
+        return {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+    def _start_backing_services(self, state: StackState, timings: dict[str, float], t0: float) -> None:
+        """Services the others need first (none in the default profile: SQLite and folders)."""
+
+    def _wait_workers_healthy(self, procs: dict, timings: dict[str, float], t0: float) -> None:
+        """Task workers outside the scheduler (none in the default profile: LocalExecutor)."""
+
+    def settings_overrides(self) -> dict[str, str]:
+        """Variables whose ``airflow_settings.yaml`` value this profile replaces (none by default)."""
+        return {}
+
+    def _status_lines(self, state: StackState) -> list[str]:
+        return []
+
+    def _describe_lines(self) -> list[str]:
+        return []
 
     def _wait_components_healthy(self, procs: dict, timeout: float = 120.0) -> None:
         """Scheduler, dag-processor and triggerer report heartbeats through the health endpoint."""
@@ -421,7 +470,7 @@ class LocalStack:
         state = self.read_state()
         if state is None:
             return f"Local platform in {self.home}: not running."
-        lines = [f"Local platform in {self.home}:"]
+        lines = [f"Local platform in {self.home} (profile {state.profile}):"]
         for service in state.services:
             alive = "running" if group_alive(service.pgid) else "STOPPED"
             lines.append(f"  {service.name:<24} {alive:<8} pgid {service.pgid:<8} log {service.log}")
@@ -435,12 +484,13 @@ class LocalStack:
         lines.append(f"  Airflow UI  http://127.0.0.1:{state.ports.airflow}  ({air})")
         lines.append(f"  MLflow UI   http://127.0.0.1:{state.ports.mlflow}  ({mlf})")
         lines.append(f"  Router      http://127.0.0.1:{state.ports.router}  ({router})")
+        lines.extend(self._status_lines(state))
         return "\n".join(lines)
 
     def describe(self, timings: dict[str, float] | None = None) -> str:
         users = ", ".join(f"{user} ({role})" for user, role in secrets.USERS.items())
         lines = [
-            "Tollgate local platform is up.",
+            f"Tollgate local platform is up (profile {self.profile}).",
             f"  Airflow UI : {self.airflow_url}   (users: {users}; passwords in the file below)",
             f"  MLflow UI  : {self.mlflow_url}",
             f"  Mail       : smtp://127.0.0.1:{self.ports.smtp} -> {self.mailbox} (what approvers receive)",
@@ -449,6 +499,7 @@ class LocalStack:
             f"  Passwords  : {self.home / 'airflow' / 'passwords.json'}",
             f"  State      : {self.home}",
             f"  Logs       : {self.logs}",
+            *self._describe_lines(),
         ]
         if timings:
             lines.append("  Healthy after: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
