@@ -6,6 +6,7 @@ The session platform (tests/fixtures/platform.py) is the one under test: it came
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -53,7 +54,9 @@ def test_platform_is_healthy_applies_settings_and_runs_a_dag(local_platform, adm
     assert f"tollgate_storage_root = {stack.home / 'storage'}" in log
 
     assert processes_of(stack.home), "expected the platform's processes to be found while it runs"
-    assert "running" in stack.status()
+    status = stack.status()
+    assert "not running" not in status and "STOPPED" not in status, status
+    assert re.search(r"airflow-scheduler\s+running", status) and "(healthy)" in status, status
 
 
 @pytest.mark.integration
