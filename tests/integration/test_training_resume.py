@@ -203,7 +203,9 @@ def test_kills_and_a_sigterm_during_background_saves_resume_bit_identical(
     assert a1.returncode == exit_codes.PREEMPTED, a1.tail()
     term_step, term_ckpt, _ = a1.preempted
     assert term_step == a1.last_step > 40 and term_ckpt == f"ckpt-{term_step:08d}.pt"
-    assert listed() == [30, 40, term_step]
+    # every 10 steps, the newest 3 kept: the loop may have reached step 50 (and queued its save behind 40)
+    # before the signal, on a busy machine
+    assert 40 in listed() and listed() == [*range(10, term_step, 10), term_step][-3:]
     assert a1.signal_sent_at is not None and a1.exited_at - a1.signal_sent_at < 30
 
     # 2. resumes there; SIGKILL with checkpoint 80 half written: a partial temp file, not listed.

@@ -5,6 +5,7 @@ multiclass metrics and gate judge the way an approver reads them."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -69,10 +70,14 @@ def test_preempted_trainer_resumes_to_the_exact_weights_of_an_uninterrupted_run(
     assert rc == 0, log
     rc, log = _train(_args(tmp_path, scans, "spot"), sigterm_at_step=12)
     assert rc == EXIT_PREEMPTED, log
-    assert "TOLLGATE_PREEMPTED step=12" in log and not (tmp_path / "spot" / "out" / "result.json").exists()
+    # the signal is sent on reading step 12's line; a busy machine may let the loop finish one more step
+    stopped = re.search(r"TOLLGATE_PREEMPTED step=(\d+)", log)
+    assert stopped and int(stopped[1]) in (12, 13), log
+    assert not (tmp_path / "spot" / "out" / "result.json").exists()
+    step = int(stopped[1])
     rc, log = _train(_args(tmp_path, scans, "spot"))
     assert rc == 0, log
-    assert "TOLLGATE_RESUMED from_step=12 checkpoint=ckpt-00000012.pt" in log
+    assert f"TOLLGATE_RESUMED from_step={step} checkpoint=ckpt-{step:08d}.pt" in log
 
     straight, resumed = _weights(tmp_path / "straight" / "out"), _weights(tmp_path / "spot" / "out")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
