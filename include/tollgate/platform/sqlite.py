@@ -28,10 +28,7 @@ CONNECT_ARGS_ASYNC: dict[str, object] = {"timeout": BUSY_TIMEOUT_SECONDS}
 # busy database is waited for (up to the timeout) instead of failing. ``tasks test`` too: it runs the task
 # against an in-process API whose short request sessions hit the same error under load (CI: the task
 # failed at its start, the command still exited 0); its own sessions are closed while the task runs.
-# The api-server too (`LocalStack`): each REST or Execution API request has its own short session, and
-# under a busy scheduler its writes (patch a Variable, end a run) failed with a 500 "Database error" the
-# same way (seen in full suites). Not for the scheduler, dag-processor, triggerer or ``dags test`` (their
-# sessions stay open while other connections must write).
+# Not for services or ``dags test`` (their sessions stay open while other connections must write).
 SESSION_MAKER = "tollgate.platform.sqlite.immediate_session_maker"
 
 LONG_RUNNING_COMMANDS: tuple[tuple[str, ...], ...] = (

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tollgate.config import REPO_ROOT, state_dir
-from tollgate.platform import router_service, secrets, sqlite
+from tollgate.platform import router_service, secrets
 from tollgate.platform.processes import (
     ServiceError,
     free_port,
@@ -383,8 +383,6 @@ class LocalStack:
         return AIRFLOW_COMPONENTS
 
     def _component_env(self, component: str, env: dict[str, str]) -> dict[str, str]:
-        if component == "api-server":  # short request sessions: see tollgate.platform.sqlite
-            return {**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_SESSION_MAKER": sqlite.SESSION_MAKER}
         return env
 
     def _mlflow_env(self, env: dict[str, str]) -> dict[str, str]:
