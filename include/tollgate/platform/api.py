@@ -41,8 +41,16 @@ FINISHED = ("success", "failed")
 
 
 def _configuration(base_url: str, token: str | None = None) -> Configuration:
+    from urllib3.util.retry import Retry
+
     config = Configuration(host=base_url.rstrip("/"), access_token=token)
     config.proxy = None  # loopback or in-cluster: never through a proxy from the environment
+    # On the SQLite platform a request can meet a busy database and answer 500 "Database error" (its
+    # transaction rolled back). Idempotent calls are sent again, twice at most; a POST never is.
+    config.retries = Retry(
+        total=2, connect=2, read=0, status=2, status_forcelist=(500,), backoff_factor=1.0,
+        allowed_methods=frozenset({"GET", "PATCH", "PUT", "DELETE"}), raise_on_status=False,
+    )  # fmt: skip
     return config
 
 
