@@ -68,8 +68,10 @@ class WatchPlan:
         return asdict(self)
 
 
-def watch_id(model_name: str, version: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{model_name}-v{version}")[:120]
+def watch_id(model_name: str, version: str, promoted_at: float) -> str:
+    """One watch per promotion: a version promoted again later is watched afresh, not judged by the
+    verdict stored for its earlier promotion."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{model_name}-v{version}-at{int(promoted_at)}")[:120]
 
 
 def promotion_facts(client: MlflowClient, name: str, version: str, keys: Keys) -> dict[str, Any]:
@@ -176,7 +178,7 @@ def watched(event_extras: list[dict[str, Any]], keys: Keys) -> dict[str, Any]:
     if not name or not version:
         raise DecisionRefused(f"the champion event names no model_name and version: {newest}")
     facts = promotion_facts(mlflow_client(mlflow_uri()), str(name), str(version), keys)
-    return {**facts, "watch_id": watch_id(facts["model_name"], facts["version"])}
+    return {**facts, "watch_id": watch_id(facts["model_name"], facts["version"], facts["promoted_at"])}
 
 
 def is_champion(facts: dict[str, Any]) -> bool:
