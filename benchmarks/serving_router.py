@@ -5,7 +5,8 @@ Starts a real ``mlflow server`` and a real router process (one uvicorn process: 
 signed, approved tiny pyfunc, then:
 1. **in-process**: ``pyfunc.predict`` on one row, the same row every time (the floor);
 2. **router at a fixed rate** (open loop, default 200 req/s): the client's round-trip latency and the
-   router's own handler latency (from its prediction log); "added" = router handler minus in-process;
+   router's own handler latency (from its prediction log); "added" = router handler minus in-process,
+   and, paired per request, the handler minus the model's own predict time on that request (``model_ms``);
 3. **shadow on vs off**: user-facing p99 in alternating blocks, each block's p99 printed (the spread);
 4. **requests/s**: closed loop with a few concurrent clients for a few seconds;
 5. **reload under load**: the champion alias moves (and SIGHUP) during the fixed-rate run: failed
@@ -175,8 +176,14 @@ def main() -> int:
         time.sleep(3)  # let the log flush
         from tollgate.serving.predlog import read_log
 
-        handler = list(read_log(router.storage_root).latency_ms.dropna())[-len(base.ms) :]
+        logged = read_log(router.storage_root).dropna(subset=["latency_ms"]).tail(len(base.ms))
+        handler = list(logged.latency_ms)
         print(f"router handler (prediction log)     : {fmt(handler)}")
+        print(f"model predict inside the router     : {fmt(list(logged.model_ms))}")
+        print(
+            f"router's own share, per request     : {fmt(list(logged.latency_ms - logged.model_ms))} "
+            "(handler minus its own predict: parse, routing, response, metrics, log append)"
+        )
         print(
             f"added by the router over predict    : p50 {pct(handler, 0.5) - pct(inproc, 0.5):.3f} ms  "
             f"p99 {pct(handler, 0.99) - pct(inproc, 0.99):.3f} ms (handler minus in-process)"

@@ -417,5 +417,7 @@ def test_sigterm_flushes_the_log_with_every_request_accounted_for(router):
     assert logged.request_id.is_unique
     ok = logged[logged.status == 200]
     assert ok.served_version.notna().all() and ok.features_sha256.str.len().eq(64).all()
+    # the model's own time is logged apart from the handler's, so the router's share can be read per request
+    assert (ok.model_ms > 0).all() and (ok.model_ms <= ok.latency_ms).all()
     assert Path(router.storage_root, "predictions").is_dir()
     assert any(p.name.startswith("hour=") for p in Path(router.storage_root, "predictions").rglob("*"))

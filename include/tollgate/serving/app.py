@@ -90,6 +90,7 @@ def build_app(router: Router) -> Starlette:
             router.log.append(row)
             router.metrics.requests.labels(arm, model.version, "422").inc()
             return error(422, str(err), err.field, request_id=request_id)
+        predict_started = time.perf_counter()
         try:
             output = model.predict(model_input)
         except Exception as err:
@@ -111,12 +112,15 @@ def build_app(router: Router) -> Starlette:
             row.update(error=f"canary v{model.version}: {type(err).__name__}: {err}"[:500], fallback=True)
             model, headers[VARIANT_HEADER] = table.champion, "champion"
             try:
+                predict_started = time.perf_counter()
                 output = model.predict(parse(model.spec))
             except (InputError, Exception) as again:
                 row.update(arm=arm, served_version=model.version, status=500)
                 router.log.append(row)
                 return error(500, f"model error: {type(again).__name__}: {again}", request_id=request_id)
+            model_ms = (time.perf_counter() - predict_started) * 1000  # the champion (its parse included)
         else:
+            model_ms = (time.perf_counter() - predict_started) * 1000
             if arm == "challenger":
                 router.guardrail.observe(True, time.perf_counter() - started)
         result = to_jsonable(output)
@@ -146,6 +150,7 @@ def build_app(router: Router) -> Starlette:
             served_version=model.version,
             served_signature_sha256=model.signature_sha256,
             latency_ms=latency * 1000,
+            model_ms=model_ms,
             status=status,
             rows=_rows(model_input),
         )

@@ -30,7 +30,8 @@ FIELDS = (
     ("served_version", "string"),
     ("served_signature_sha256", "string"),
     ("served_output", "string"),
-    ("latency_ms", "float64"),
+    ("latency_ms", "float64"),  # the whole handler, from the request's arrival to its response
+    ("model_ms", "float64"),  # of which the model's own predict: latency_ms - model_ms is the router's share
     ("status", "int64"),
     ("error", "string"),
     ("fallback", "bool"),
