@@ -3,8 +3,10 @@
 Deterministic per (date, seed). Clicks follow a logistic model of the user's latent propensity
 (seen noisily through ``user_ctr_7d``), ad slot, device, hour, bid and campaign/site quality, so a
 model can learn them (AUC around 0.75); campaign quality drifts slowly with the day of the year.
-On request a fault is injected into an otherwise clean partition (see ``FAULTS``); the clean rows
-of a faulty partition are the same rows as the clean partition of that day.
+``traffic_after`` is the traffic that arrives after a dataset's window, for the local replay: the next
+day's rows with bids inflated ``BID_DRIFT`` times (same click model), a covariate drift the training
+window never showed. On request a fault is injected into an otherwise clean partition (see ``FAULTS``);
+the clean rows of a faulty partition are the same rows as the clean partition of that day.
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ _POSITION_PROBS = (0.3, 0.25, 0.2, 0.15, 0.1)
 _DEVICE_PROBS = (0.6, 0.3, 0.1)
 _DEVICE_EFFECT = (0.35, -0.2, 0.0)
 _COUNTRY_PROBS = (0.35, 0.12, 0.1, 0.08, 0.15, 0.08, 0.07, 0.05)
+_BID_EFFECT = 0.25  # logit per unit of log(bid)
+# Bids in the traffic after a dataset's window are this many times higher (an upstream change: a new
+# bidding strategy, a price change). The click model is the same function of the bid, so a model that
+# learnt it stays calibrated there; about half of these rows lie above the window's 99th bid percentile.
+BID_DRIFT = 8.0
 
 
 @dataclass(frozen=True)
@@ -100,8 +107,13 @@ def _population(seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def generate(day: str | date, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> pd.DataFrame:
-    """The clean partition of ``day`` with the schema's columns and dtypes, sorted by time."""
+def generate(
+    day: str | date, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED, bid_scale: float = 1.0
+) -> pd.DataFrame:
+    """The clean partition of ``day`` with the schema's columns and dtypes, sorted by time.
+
+    ``bid_scale`` multiplies the bids (clipped to the schema's range) after the day's click rate is
+    calibrated, so the click model stays the same function of the bid; 1.0 is the upstream as it was."""
     import numpy as np
     import pandas as pd
 
@@ -137,7 +149,7 @@ def generate(day: str | date, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED
         + np.asarray(_DEVICE_EFFECT)[device]
         + pop["country_effect"][country]
         + 0.3 * np.sin(2 * np.pi * (hour - 14) / 24)
-        + 0.25 * np.log(bid)
+        + _BID_EFFECT * np.log(bid)
         - 0.02 * (depth - 1)
         + campaign_effect[campaigns]
         + pop["site_quality"][sites]
@@ -150,6 +162,10 @@ def generate(day: str | date, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED
             hi = mid
         else:
             lo = mid
+    if bid_scale != 1.0:  # drifted bids: the same click model, read at the new bids
+        drifted = (bid * bid_scale).clip(0.01, 50.0).round(4)
+        logit = logit + _BID_EFFECT * (np.log(drifted) - np.log(bid))
+        bid = drifted
     clicked = (rng.random(n) < 1 / (1 + np.exp(-(logit + lo)))).astype(np.int64)
 
     order = np.argsort(micros, kind="stable")
@@ -173,6 +189,12 @@ def generate(day: str | date, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED
         }
     )
     return frame.astype(schema.COLUMNS)
+
+
+def traffic_after(last_day: str | date, rows: int, seed: int = DEFAULT_SEED) -> pd.DataFrame:
+    """Rows newer than a dataset whose newest day is ``last_day``: the next day's traffic, with its bids
+    drifted ``BID_DRIFT`` times up (see ``generate``). For the local replay of shadow and canary stages."""
+    return generate(parse_day(last_day) + timedelta(days=1), rows=rows, seed=seed, bid_scale=BID_DRIFT)
 
 
 def fault_names() -> list[str]:
