@@ -258,7 +258,7 @@ def replay_frame(plan: RolloutPlan, rollout: dict[str, Any]) -> tuple[Any, str |
     if newer is not None and len(frame):
         last_day = pd.Timestamp(frame[schema.timestamp].max()).date()
         fresh = newer(last_day, len(frame), DEFAULT_SEED)
-        frame = pd.concat([frame, fresh[list(frame.columns)]], ignore_index=True)
+        frame = pd.concat([frame, fresh], ignore_index=True, join="inner")  # the columns both have
     return frame, schema.label
 
 
