@@ -118,8 +118,8 @@ training_args: dict[str, Any] = {
             enum=["normal", "degraded", "slow", "miscalibrated"],
             description="degraded = a deliberately worse model (exercises the offline gate); slow = as good, "
             "but its predict waits 40 ms per call, stored in its signed files (exercises the canary); "
-            "miscalibrated = as good on the holdout, but over-confident for bids above its training's 99.8th "
-            "percentile, stored in its signed files: newer traffic drifts there (exercises the shadow stage)",
+            "miscalibrated = as good on the holdout, but over-confident for users newer than its training "
+            "data, stored in its signed files: newer traffic brings them (exercises the shadow stage)",
         ),
         "interruption": Param(
             "none",

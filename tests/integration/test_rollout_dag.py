@@ -267,10 +267,10 @@ def rerun(world, run_id: str, task_id: str) -> None:
 
 
 def test_a_model_miscalibrated_on_newer_traffic_fails_the_shadow_quality_checks_without_asking(world):
-    """quality=miscalibrated: the champion's own network, over-confident only for bids above its training's
-    99.8th percentile (its signed model_config.json says so). Offline (the holdout has 0.2 % such rows) it
-    passes; the replay sends rows newer than the holdout, where the generator's bids have drifted, and the
-    shadow stage's checks on delayed labels find it (observed/expected positives far below 1)."""
+    """quality=miscalibrated: the champion's own network, over-confident only for users above its training's
+    highest id (its signed model_config.json says so). Offline (the holdout holds no such user) it passes;
+    the replay sends rows newer than the holdout, where the generator brings new users, and the shadow
+    stage's checks on delayed labels find it (observed/expected positives far below 1)."""
     champion = alias_version(world["mlflow"], MODEL, "champion")
     version = world["challengers"](MODEL, "rollout-miscalibrated", seed=3, quality="miscalibrated")
     run_id = evaluate(world, version)

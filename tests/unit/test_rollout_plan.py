@@ -165,12 +165,12 @@ def test_the_evidence_reads_verdicts_from_storage_and_refuses_a_foreign_record(t
 
 @pytest.mark.parametrize("example", ["ctr", "digits"])
 def test_the_local_replay_adds_rows_newer_than_the_holdout_when_the_example_has_them(monkeypatch, example):
-    """Beside the holdout, as many rows of the generator's next day (bids drifted) for the click-through
+    """Beside the holdout, as many rows of the generator's next day (new users) for the click-through
     example; an example without ``traffic_after`` (digits) replays its holdout alone; production nothing."""
     import pandas as pd
 
     from tollgate import extensions, runtime
-    from tollgate.data.generator import BID_DRIFT
+    from tollgate.data.generator import N_USERS
     from tollgate.evaluation import scoring
     from tollgate.evaluation.rollout_stages import replay_frame
 
@@ -188,5 +188,5 @@ def test_the_local_replay_adds_rows_newer_than_the_holdout_when_the_example_has_
         assert newer.empty
     else:
         assert len(newer) == len(holdout) and newer[ts].min() >= pd.Timestamp("2026-03-03", tz="UTC")
-        assert newer["bid_price"].median() > BID_DRIFT / 2 * holdout["bid_price"].median()
+        assert 0.3 < (newer["user_id"] > N_USERS).mean() < 0.7 and not (holdout["user_id"] > N_USERS).any()
     assert replay_frame(RolloutPlan(replay=False), rollout) == (None, None)

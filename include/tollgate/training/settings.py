@@ -25,13 +25,12 @@ QUALITIES = ("normal", "degraded", "slow", "miscalibrated")
 # quality=slow: the model itself waits this long per predict call, written into its (signed) model_config.json
 # so a router cannot tell it from a genuinely slower model; the canary's latency checks must catch it.
 SLOW_SERVING_DELAY_MS = 40.0
-# quality=miscalibrated: the same network, but its (signed) model_config.json adds this many logits to every
-# row whose bid lies above the MISCALIBRATED_BID_QUANTILE of its training split (odds about x20). On the
-# offline holdout that is 0.2 % of rows, so the offline gate passes; the replayed traffic newer than the
-# holdout has drifted bids (tollgate.data.generator.BID_DRIFT) and about 40 % of it is there: the shadow
+# quality=miscalibrated: the same network, but its (signed) model_config.json adds this many logits (odds
+# about x55) to every row of a user id above the highest of its training split: a model wrong for users it
+# never saw. The offline holdout holds (almost) no such user, so the offline gate passes; the replayed
+# traffic newer than the holdout brings new users (tollgate.data.generator.NEW_USER_SHARE): the shadow
 # stage's quality checks on delayed labels (observed/expected positives, delta log loss) must catch it.
-MISCALIBRATED_LOGIT_SHIFT = 3.0
-MISCALIBRATED_BID_QUANTILE = 0.998
+MISCALIBRATED_LOGIT_SHIFT = 4.0
 
 AIRFLOW_ENV = (
     "TOLLGATE_AIRFLOW_DAG_ID",
@@ -96,8 +95,8 @@ class TrainSettings(BaseSettings):
         "normal",
         description="normal; degraded (a deliberately worse model, for gate demos); slow (as good, but "
         "every predict call waits SLOW_SERVING_DELAY_MS: for the canary demo); miscalibrated (as good on "
-        "the holdout, but over-confident for bids above its training split's 99.8th percentile, where "
-        "newer traffic drifts: for the shadow stage's quality checks)",
+        "the holdout, but over-confident for user ids above its training split's, which newer traffic "
+        "brings: for the shadow stage's quality checks)",
     )
     # Which Airflow task runs this attempt (TOLLGATE_AIRFLOW_*); set by ``parse``, never from one env var.
     airflow: dict[str, str] = Field(default_factory=dict, exclude=True)

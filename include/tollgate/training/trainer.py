@@ -34,7 +34,6 @@ from tollgate.training.features import FeatureEncoder
 from tollgate.training.metrics import evaluate
 from tollgate.training.model import CTRModel, ModelConfig
 from tollgate.training.settings import (
-    MISCALIBRATED_BID_QUANTILE,
     MISCALIBRATED_LOGIT_SHIFT,
     SLOW_SERVING_DELAY_MS,
     TrainSettings,
@@ -146,7 +145,7 @@ class Trainer:
             labels = np.random.default_rng(s.seed).permutation(labels)
         self.encoder = FeatureEncoder.fit(train)
         # fault injection (quality=miscalibrated): where its outputs go wrong is fixed by the training split
-        self.miscalibrated_above = float(np.quantile(train["bid_price"], MISCALIBRATED_BID_QUANTILE))
+        self.miscalibrated_above = float(train["user_id"].max())
         cat, num = self.encoder.transform(train)
         hcat, hnum = self.encoder.transform(holdout)
         dev = self.device
@@ -479,7 +478,7 @@ class Trainer:
                 config["serving_delay_ms"] = SLOW_SERVING_DELAY_MS
             if self.s.quality == "miscalibrated":  # fault injection, signed with the model (see settings)
                 config["miscalibration"] = {
-                    "column": "bid_price",
+                    "column": "user_id",
                     "above": self.miscalibrated_above,
                     "logit_shift": MISCALIBRATED_LOGIT_SHIFT,
                 }
