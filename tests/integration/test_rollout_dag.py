@@ -63,6 +63,7 @@ def world(local_platform, admin_client, signed_challenger, promotion_dags, tmp_p
         (MODEL, 3, "normal"),
         (MODEL, 3, "slow"),
         (MODEL, 1, "slow"),
+        (MODEL, 2, "normal"),
         (MODEL, 3, "miscalibrated"),
     )
     mlflow = MlflowClient(tracking_uri=local_platform.mlflow_url, registry_uri=local_platform.mlflow_url)
@@ -338,8 +339,8 @@ def test_a_stage_failed_by_hand_mid_wait_still_ends_with_the_champion_alone(worl
     champion = alias_version(world["mlflow"], MODEL, "champion")
     set_plan(world["admin"], router_url=world["router"].url, replay=False, stage_deadline_s=120)
     try:
-        # any signed challenger that passes offline will do (this one is trained for the shadow check above)
-        version = world["challengers"](MODEL, "rollout-cleared", seed=3, quality="miscalibrated")
+        # a version of its own: the router refuses a version the gates rejected (the miscalibrated one)
+        version = world["challengers"](MODEL, "rollout-cleared", seed=2)
         run_id = evaluate(world, version)
         deadline = time.monotonic() + 240
         while states(world, run_id).get("shadow.run") != "deferred":
