@@ -115,9 +115,11 @@ training_args: dict[str, Any] = {
         ),
         "quality": Param(
             "normal",
-            enum=["normal", "degraded", "slow"],
+            enum=["normal", "degraded", "slow", "miscalibrated"],
             description="degraded = a deliberately worse model (exercises the offline gate); slow = as good, "
-            "but its predict waits 40 ms per call, stored in its signed files (exercises the canary)",
+            "but its predict waits 40 ms per call, stored in its signed files (exercises the canary); "
+            "miscalibrated = as good on the holdout, but over-confident for users newer than its training "
+            "data, stored in its signed files: newer traffic brings them (exercises the shadow stage)",
         ),
         "interruption": Param(
             "none",

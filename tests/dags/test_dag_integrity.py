@@ -84,3 +84,11 @@ def parse_time_imports() -> dict[str, list[str]]:
 def test_no_heavy_imports_at_parse_time(dag_file: Path, parse_time_imports: dict[str, list[str]]):
     loaded = parse_time_imports[str(dag_file)]
     assert loaded == [], f"{dag_file.name} imports {loaded} at parse time; import them inside the task"
+
+
+def test_train_quality_param_offers_exactly_the_trainers_qualities(dag_bag):
+    """Each fault-injection value (slow, miscalibrated) the form offers is one the trainer knows, and back."""
+    from tollgate.training.settings import QUALITIES
+
+    param = dag_bag.dags["train_model"].params.get_param("quality")
+    assert param.schema["enum"] == list(QUALITIES)

@@ -3,8 +3,10 @@ waits defer to the real triggerer), real MLflow, real trained click-through mode
 process serving this module's model, replayed traffic and real HITL answers over REST.
 
 Pass path through approval; a slow model (its delay in its signed files) rolled back by the canary and
-rejected without asking anyone; no traffic → INCONCLUSIVE → the approvers' branch. After each run the
-router serves the champion alone (the teardown).
+rejected without asking anyone; a model miscalibrated on the replayed traffic newer than its holdout (its
+fault in its signed files) failed by the shadow stage's quality checks on delayed labels and rejected without
+asking; no traffic → INCONCLUSIVE → the approvers' branch → Extend → the stage waits again and is decided.
+After each run the router serves the champion alone (the teardown).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def world(local_platform, admin_client, signed_challenger, promotion_dags, tmp_p
         (MODEL, 3, "slow"),
         (MODEL, 1, "slow"),
         (MODEL, 2, "normal"),
+        (MODEL, 3, "miscalibrated"),
     )
     mlflow = MlflowClient(tracking_uri=local_platform.mlflow_url, registry_uri=local_platform.mlflow_url)
     first = signed_challenger(MODEL, "rollout-first", seed=1)
@@ -264,7 +267,38 @@ def rerun(world, run_id: str, task_id: str) -> None:
         time.sleep(1)
 
 
-def test_no_traffic_is_inconclusive_and_the_approvers_decide(world):
+def test_a_model_miscalibrated_on_newer_traffic_fails_the_shadow_quality_checks_without_asking(world):
+    """quality=miscalibrated: the champion's own network, over-confident only for users above its training's
+    highest id (its signed model_config.json says so). Offline (the holdout holds no such user) it passes;
+    the replay sends rows newer than the holdout, where the generator brings new users, and the shadow
+    stage's checks on delayed labels find it (observed/expected positives far below 1)."""
+    champion = alias_version(world["mlflow"], MODEL, "champion")
+    version = world["challengers"](MODEL, "rollout-miscalibrated", seed=3, quality="miscalibrated")
+    run_id = evaluate(world, version)
+    finished(world, run_id)
+
+    admin, ti = world["admin"], states(world, run_id)
+    evidence = admin.xcom(PROMOTE, run_id, "assemble_evidence")
+    assert evidence["gates"]["offline_quality"]["passed"], evidence["gates"]["offline_quality"]
+    assert ti["shadow.failed"] == "success" and ti["shadow.ask"] == "skipped", diagnose(world, run_id)
+    assert ti["approval"] == "skipped" and ti["reject_on_gates"] == "success"
+    assert ti["canary_1.run"] == "skipped" and ti["end_rollout"] == "success"
+    record = admin.xcom(PROMOTE, run_id, "shadow.run")
+    stats = {s["name"]: s for s in record["statistics"]}
+    assert stats["observed_expected"]["rejected"], record
+    assert stats["observed_expected"]["high"] < 0.9, stats["observed_expected"]  # it predicts too many clicks
+    assert record["labelled_pairs"] >= 200
+    tags = world["mlflow"].get_model_version(MODEL, version).tags
+    assert tags[TAG_REJECTED] == "true" and tags[TAG_ROLLOUT_VERDICTS].startswith("shadow=FAIL")
+    assert "shadow FAIL" in tags["tollgate.rejection_reasons"]
+    assert "observed_expected: worse than tolerated" in tags["tollgate.rejection_reasons"]
+    assert alias_version(world["mlflow"], MODEL, "champion") == champion
+    assert champion_only(world)
+
+
+def test_no_traffic_is_inconclusive_and_the_approvers_extend_then_it_is_decided(world):
+    """INCONCLUSIVE → the approvers' branch → Extend: the stage waits again (twice the samples and deadline),
+    still gets no traffic, and is decided without a second question: the version is rejected."""
     set_plan(world["admin"], router_url=world["router"].url, replay=False, stage_deadline_s=3)
     try:
         # as good as the first champion offline (same seed, a slow twin): only the traffic is missing
@@ -273,14 +307,25 @@ def test_no_traffic_is_inconclusive_and_the_approvers_decide(world):
         detail = pending(world, run_id, "shadow.ask")
         assert "INCONCLUSIVE" in detail.subject and "too few labelled shadow pairs" in detail.body
         assert [u.id for u in detail.assigned_users] == ["approver"]
-        answer_approval(_approver(world), PROMOTE, run_id, "Reject", task_id="shadow.ask")
+        assert "Extend" in detail.options and "Reject" in detail.options
+        answer_approval(_approver(world), PROMOTE, run_id, "Extend", task_id="shadow.ask")
         finished(world, run_id)
     finally:
         set_plan(world["admin"], router_url=world["router"].url)
-    ti = states(world, run_id)
-    assert ti["shadow.rejected"] == "success" and ti["reject_on_gates"] == "success"
+    admin, ti = world["admin"], states(world, run_id)
+    assert ti["shadow.extend"] == "success", diagnose(world, run_id)
+    assert ti["shadow.extend_failed"] == "success"
+    assert ti["shadow.rejected"] == "skipped" and ti["shadow.extend_passed"] == "skipped"
+    assert ti["approval"] == "skipped" and ti["reject_on_gates"] == "success"
+    extended = admin.xcom(PROMOTE, run_id, "shadow.extend")
+    assert extended["verdict"] == "INCONCLUSIVE" and extended["wait"] == "deadline", extended
+    tries = admin.task_instances.get_task_instance(PROMOTE, run_id, "shadow.extend").try_number
+    log = admin.task_instances.get_log_without_preload_content(
+        PROMOTE, run_id, "shadow.extend", tries, accept="application/json"
+    ).data.decode()
+    assert "'shadow_ok': 400" in log  # it waited for twice the labelled pairs of a first look
     reasons = world["mlflow"].get_model_version(MODEL, version).tags["tollgate.rejection_reasons"]
-    assert "shadow INCONCLUSIVE" in reasons and "approvers chose Reject" in reasons
+    assert "shadow INCONCLUSIVE" in reasons and "approvers chose Extend" in reasons
     assert champion_only(world)
 
 
@@ -294,6 +339,7 @@ def test_a_stage_failed_by_hand_mid_wait_still_ends_with_the_champion_alone(worl
     champion = alias_version(world["mlflow"], MODEL, "champion")
     set_plan(world["admin"], router_url=world["router"].url, replay=False, stage_deadline_s=120)
     try:
+        # a version of its own: the router refuses a version the gates rejected (the miscalibrated one)
         version = world["challengers"](MODEL, "rollout-cleared", seed=2)
         run_id = evaluate(world, version)
         deadline = time.monotonic() + 240

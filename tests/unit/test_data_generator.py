@@ -149,3 +149,25 @@ def test_land_cli(tmp_path: Path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_traffic_after_a_window_is_the_next_day_with_new_users_and_the_same_click_model():
+    """The replay's newer rows: the next day, NEW_USER_SHARE of them from users no window held (ids above
+    the population's, still in the schema's range); the other columns as that day's clean partition."""
+    window = pd.concat([generator.generate(d, rows=ROWS) for d in (DAY, "2024-03-02")])
+    newer = generator.traffic_after("2024-03-02", rows=ROWS)
+    plain = generator.generate("2024-03-03", rows=ROWS)
+    assert newer[schema.TIMESTAMP].min() >= pd.Timestamp("2024-03-03", tz="UTC")
+    others = [c for c in plain.columns if c not in ("user_id", "user_ctr_7d", schema.LABEL)]
+    pd.testing.assert_frame_equal(newer[others], plain[others])
+    new = newer["user_id"] > window["user_id"].max()
+    assert abs(new.mean() - generator.NEW_USER_SHARE) < 0.03
+    assert (newer.loc[~new, "user_id"] == plain.loc[~new, "user_id"]).all()
+    low, high = schema.VALUE_RANGES["user_id"]
+    assert newer["user_id"].between(low, high).all() and newer["user_ctr_7d"].between(0, 1).all()
+    # the same click model: new users' clicks follow their user_ctr_7d as everyone's do
+    for frame in (newer[new], newer[~new]):
+        assert 0.01 < frame[schema.LABEL].mean() < 0.06
+        heavy = frame["user_ctr_7d"] > frame["user_ctr_7d"].median()
+        assert frame.loc[heavy, schema.LABEL].mean() > frame.loc[~heavy, schema.LABEL].mean()
+    assert generator.generate("2024-03-03", rows=ROWS, new_user_share=0.0).equals(plain)

@@ -161,3 +161,32 @@ def test_the_evidence_reads_verdicts_from_storage_and_refuses_a_foreign_record(t
         stored_rollout(root, challenger, run_id, STAGES)
     # a different run of the same version has its own rollout: nothing of this one leaks into it
     assert stored_rollout(root, challenger, "manual__2024-03-02", STAGES)[0] is None
+
+
+@pytest.mark.parametrize("example", ["ctr", "digits"])
+def test_the_local_replay_adds_rows_newer_than_the_holdout_when_the_example_has_them(monkeypatch, example):
+    """Beside the holdout, as many rows of the generator's next day (new users) for the click-through
+    example; an example without ``traffic_after`` (digits) replays its holdout alone; production nothing."""
+    import pandas as pd
+
+    from tollgate import extensions, runtime
+    from tollgate.data.generator import N_USERS
+    from tollgate.evaluation import scoring
+    from tollgate.evaluation.rollout_stages import replay_frame
+
+    dataset = extensions.load(example).dataset
+    ts = dataset.schema.timestamp
+    holdout = dataset.generate(pd.Timestamp("2026-03-02").date(), rows=300, seed=7).tail(60)
+    holdout = holdout.reset_index(drop=True)
+    monkeypatch.setattr(scoring, "holdout_frame", lambda *args: holdout)
+    monkeypatch.setattr(runtime, "setting", lambda name: "0.2")
+    rollout = {"example": example, "dataset": {"repo": "r", "rev": "v", "path": "p"}}
+    rows, label = replay_frame(RolloutPlan(replay=True), rollout)
+    assert label == dataset.schema.label and rows.iloc[: len(holdout)].equals(holdout)
+    newer = rows.iloc[len(holdout) :]
+    if example == "digits":
+        assert newer.empty
+    else:
+        assert len(newer) == len(holdout) and newer[ts].min() >= pd.Timestamp("2026-03-03", tz="UTC")
+        assert 0.3 < (newer["user_id"] > N_USERS).mean() < 0.7 and not (holdout["user_id"] > N_USERS).any()
+    assert replay_frame(RolloutPlan(replay=False), rollout) == (None, None)

@@ -114,3 +114,24 @@ def test_slow_quality_is_as_good_but_its_files_make_every_predict_wait(trained) 
         timings[name] = (time.perf_counter() - start) / 5
     assert timings["slow"] >= timings["normal"] + 0.035
     assert np.allclose(fast_p.predict_proba(rows), slow_p.predict_proba(rows))
+
+
+def test_miscalibrated_quality_is_the_same_network_over_confident_for_unseen_users(trained) -> None:
+    """Fault injection for the shadow stage: the shift lives in the model's own (signed) config; rows of users
+    up to the bound it names (its training split's highest user id) score as the normal model."""
+    tmp, data, normal, _ = trained
+    wrong = _train(tmp, data, "miscalibrated")
+    assert wrong["metrics"] == pytest.approx(normal["metrics"], rel=1e-6)  # the same network
+    config = json.loads((tmp / "miscalibrated" / "model" / "model_config.json").read_text())
+    fault = config["miscalibration"]
+    train, holdout = time_split(pd.read_parquet(data), 0.2)
+    assert fault["column"] == "user_id" and fault["logit_shift"] == 4.0
+    assert fault["above"] == train["user_id"].max()
+    good, bad = load_predictor(tmp / "normal" / "model"), load_predictor(tmp / "miscalibrated" / "model")
+    inside = holdout[holdout["user_id"] <= fault["above"]]
+    assert len(inside) >= 0.99 * len(holdout)  # offline, almost every row is scored as before
+    assert np.allclose(good.predict_proba(inside), bad.predict_proba(inside))
+    beyond = holdout.assign(user_id=int(fault["above"]) + 1)
+    p_good, p_bad = good.predict_proba(beyond), bad.predict_proba(beyond)
+    odds_ratio = (p_bad / (1 - p_bad)) / (p_good / (1 - p_good))
+    assert np.allclose(odds_ratio, np.exp(4.0), rtol=1e-3)  # about x55 the odds of a click

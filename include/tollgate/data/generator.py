@@ -3,8 +3,11 @@
 Deterministic per (date, seed). Clicks follow a logistic model of the user's latent propensity
 (seen noisily through ``user_ctr_7d``), ad slot, device, hour, bid and campaign/site quality, so a
 model can learn them (AUC around 0.75); campaign quality drifts slowly with the day of the year.
-On request a fault is injected into an otherwise clean partition (see ``FAULTS``); the clean rows
-of a faulty partition are the same rows as the clean partition of that day.
+``traffic_after`` is the traffic that arrives after a dataset's window, for the local replay: the next
+day's rows, a share ``NEW_USER_SHARE`` of them from users who never appeared before (ids above the
+population's; same click model), a drift the training window never showed. On request a fault is
+injected into an otherwise clean partition (see ``FAULTS``); the clean rows of a faulty partition are
+the same rows as the clean partition of that day.
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ _POSITION_PROBS = (0.3, 0.25, 0.2, 0.15, 0.1)
 _DEVICE_PROBS = (0.6, 0.3, 0.1)
 _DEVICE_EFFECT = (0.35, -0.2, 0.0)
 _COUNTRY_PROBS = (0.35, 0.12, 0.1, 0.08, 0.15, 0.08, 0.07, 0.05)
+# The traffic after a dataset's window: this share of its rows comes from new users (a user-acquisition
+# campaign), ids N_USERS+1..N_USERS+N_NEW_USERS that no dataset before held. Their propensities come from
+# the same distribution and their user_ctr_7d from their first days, so the click model is unchanged: a
+# model that leans on user_ctr_7d stays calibrated there, a model wrong for unseen users does not.
+NEW_USER_SHARE = 0.5
+N_NEW_USERS = 20_000
 
 
 @dataclass(frozen=True)
@@ -100,8 +109,13 @@ def _population(seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def generate(day: str | date, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> pd.DataFrame:
-    """The clean partition of ``day`` with the schema's columns and dtypes, sorted by time."""
+def generate(
+    day: str | date, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED, new_user_share: float = 0.0
+) -> pd.DataFrame:
+    """The clean partition of ``day`` with the schema's columns and dtypes, sorted by time.
+
+    ``new_user_share`` of the rows come from new users (see ``NEW_USER_SHARE``), drawn from a random stream
+    of their own: columns other than user_id, user_ctr_7d and clicked stay as without them (0: none)."""
     import numpy as np
     import pandas as pd
 
@@ -131,6 +145,18 @@ def generate(day: str | date, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED
     angle = 2 * np.pi * day.timetuple().tm_yday / 365.0
     campaign_effect = np.cos(angle) * pop["campaign_quality"][0] + np.sin(angle) * pop["campaign_quality"][1]
     p_user = pop["user_propensity"][users]
+    user_ids, row_ctr_7d = users + 1, user_ctr_7d[users]
+    if new_user_share > 0:  # new users: the same propensity distribution, seen over their first days
+        fresh = _rng(seed, 3, day.toordinal())
+        newcomer = fresh.random(n) < new_user_share
+        k = int(newcomer.sum())
+        p_user = p_user.copy()
+        p_user[newcomer] = fresh.beta(1.5, 40.0, k)
+        seen = fresh.poisson(10, k) + 1
+        row_ctr_7d = row_ctr_7d.copy()
+        row_ctr_7d[newcomer] = fresh.binomial(seen, p_user[newcomer]) / seen
+        user_ids = user_ids.copy()
+        user_ids[newcomer] = N_USERS + 1 + fresh.integers(0, N_NEW_USERS, k)
     logit = (
         np.log(p_user / (1 - p_user))
         + np.asarray(_POSITION_EFFECT)[position]
@@ -159,7 +185,7 @@ def generate(day: str | date, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED
         {
             "event_id": [f"imp-{stamp}-{i:08d}" for i in range(n)],
             "event_ts": start + pd.to_timedelta(micros[order], unit="us"),
-            "user_id": users[order] + 1,
+            "user_id": user_ids[order],
             "campaign_id": campaigns[order] + 1,
             "site_id": sites[order] + 1,
             "device": np.asarray(schema.DEVICES, dtype=object)[device[order]],
@@ -167,12 +193,20 @@ def generate(day: str | date, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED
             "hour_of_day": hour[order],
             "ad_position": position[order] + 1,
             "bid_price": bid[order],
-            "user_ctr_7d": user_ctr_7d[users[order]].round(5),
+            "user_ctr_7d": row_ctr_7d[order].round(5),
             "page_depth": depth[order],
             "clicked": clicked[order],
         }
     )
     return frame.astype(schema.COLUMNS)
+
+
+def traffic_after(last_day: str | date, rows: int, seed: int = DEFAULT_SEED) -> pd.DataFrame:
+    """Rows newer than a dataset whose newest day is ``last_day``: the next day's traffic, a share
+    ``NEW_USER_SHARE`` of it from new users (see ``generate``). For the local replay of the rollout stages."""
+    return generate(
+        parse_day(last_day) + timedelta(days=1), rows=rows, seed=seed, new_user_share=NEW_USER_SHARE
+    )
 
 
 def fault_names() -> list[str]:

@@ -232,20 +232,34 @@ def load_plan() -> RolloutPlan:
 
 
 def replay_frame(plan: RolloutPlan, rollout: dict[str, Any]) -> tuple[Any, str | None]:
-    """Rows to replay on the local platform (the challenger dataset's holdout) and the label column;
-    (None, None) when the plan replays nothing (production: real traffic)."""
+    """Rows to replay on the local platform and the label column; (None, None) when the plan replays
+    nothing (production: real traffic).
+
+    The rows: the challenger dataset's holdout and as many rows newer than it, when the example's simulated
+    upstream offers them (``dataset.traffic_after(last_day, rows, seed)``, optional): live traffic is always
+    newer than the data a model was judged on offline, and the generator's drift there is what the shadow
+    stage's quality checks on delayed labels must face (a model miscalibrated only there passes offline)."""
     if not plan.replay:
         return None, None
+    import pandas as pd
+
     from tollgate import extensions
+    from tollgate.data.generator import DEFAULT_SEED
     from tollgate.evaluation.scoring import holdout_frame
     from tollgate.runtime import setting
 
     example = extensions.load(rollout["example"])
+    schema = example.dataset.schema
     data = rollout["dataset"]
     frame = holdout_frame(
         data["repo"], data["rev"], data["path"], float(setting("tollgate_holdout_fraction")), example
     )
-    return frame, example.dataset.schema.label
+    newer = getattr(example.dataset, "traffic_after", None)
+    if newer is not None and len(frame):
+        last_day = pd.Timestamp(frame[schema.timestamp].max()).date()
+        fresh = newer(last_day, len(frame), DEFAULT_SEED)
+        frame = pd.concat([frame, fresh], ignore_index=True, join="inner")  # the columns both have
+    return frame, schema.label
 
 
 def begin(

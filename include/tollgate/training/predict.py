@@ -40,14 +40,27 @@ class Predictor:
         if self.config.get("serving_delay_ms"):  # a deliberately slow model (training quality=slow)
             time.sleep(float(self.config["serving_delay_ms"]) / 1000)
         cat, num = self.encoder.transform(df)
+        shift = self._miscalibration(df)
         out = []
         with torch.no_grad():
             for start in range(0, len(df), BATCH):
                 logits = self.model(
                     torch.from_numpy(cat[start : start + BATCH]), torch.from_numpy(num[start : start + BATCH])
                 )
+                if shift is not None:
+                    logits = logits + torch.from_numpy(shift[start : start + BATCH])
                 out.append(torch.sigmoid(logits))
         return torch.cat(out).numpy().astype(np.float64)
+
+    def _miscalibration(self, df: pd.DataFrame) -> np.ndarray | None:
+        """Logits added per row by a deliberately miscalibrated model (training quality=miscalibrated): its
+        signed config names a column and a bound above which its outputs are shifted; None otherwise."""
+        fault = self.config.get("miscalibration")
+        if not fault:
+            return None
+        values = pd.to_numeric(df[fault["column"]], errors="coerce").to_numpy(dtype=np.float64)
+        beyond = values > float(fault["above"])
+        return np.where(beyond, float(fault["logit_shift"]), 0.0).astype(np.float32)
 
 
 def load_predictor(model_dir: str | Path) -> Predictor:

@@ -21,10 +21,16 @@ from pydantic_settings.sources.utils import parse_env_vars
 from tollgate.data import schema
 from tollgate.training.errors import BadInput
 
-QUALITIES = ("normal", "degraded", "slow")
+QUALITIES = ("normal", "degraded", "slow", "miscalibrated")
 # quality=slow: the model itself waits this long per predict call, written into its (signed) model_config.json
 # so a router cannot tell it from a genuinely slower model; the canary's latency checks must catch it.
 SLOW_SERVING_DELAY_MS = 40.0
+# quality=miscalibrated: the same network, but its (signed) model_config.json adds this many logits (odds
+# about x55) to every row of a user id above the highest of its training split: a model wrong for users it
+# never saw. The offline holdout holds (almost) no such user, so the offline gate passes; the replayed
+# traffic newer than the holdout brings new users (tollgate.data.generator.NEW_USER_SHARE): the shadow
+# stage's quality checks on delayed labels (observed/expected positives, delta log loss) must catch it.
+MISCALIBRATED_LOGIT_SHIFT = 4.0
 
 AIRFLOW_ENV = (
     "TOLLGATE_AIRFLOW_DAG_ID",
@@ -88,7 +94,9 @@ class TrainSettings(BaseSettings):
     quality: str = Field(
         "normal",
         description="normal; degraded (a deliberately worse model, for gate demos); slow (as good, but "
-        "every predict call waits SLOW_SERVING_DELAY_MS: for the canary demo)",
+        "every predict call waits SLOW_SERVING_DELAY_MS: for the canary demo); miscalibrated (as good on "
+        "the holdout, but over-confident for user ids above its training split's, which newer traffic "
+        "brings: for the shadow stage's quality checks)",
     )
     # Which Airflow task runs this attempt (TOLLGATE_AIRFLOW_*); set by ``parse``, never from one env var.
     airflow: dict[str, str] = Field(default_factory=dict, exclude=True)

@@ -33,7 +33,11 @@ from tollgate.training.errors import BadInput, Preempted
 from tollgate.training.features import FeatureEncoder
 from tollgate.training.metrics import evaluate
 from tollgate.training.model import CTRModel, ModelConfig
-from tollgate.training.settings import SLOW_SERVING_DELAY_MS, TrainSettings
+from tollgate.training.settings import (
+    MISCALIBRATED_LOGIT_SHIFT,
+    SLOW_SERVING_DELAY_MS,
+    TrainSettings,
+)
 from tollgate.training.tracking import MlflowTracker, NullTracker, OpeningTracker, open_tracker
 from tollgate_torch.background import BackgroundSaver
 from tollgate_torch.checkpoints import WRITE_STAGES, CheckpointStore, Entry
@@ -140,6 +144,8 @@ class Trainer:
             # Deliberately worse model (for gate demos): labels shuffled, so nothing real is learnt.
             labels = np.random.default_rng(s.seed).permutation(labels)
         self.encoder = FeatureEncoder.fit(train)
+        # fault injection (quality=miscalibrated): where its outputs go wrong is fixed by the training split
+        self.miscalibrated_above = float(train["user_id"].max())
         cat, num = self.encoder.transform(train)
         hcat, hnum = self.encoder.transform(holdout)
         dev = self.device
@@ -470,6 +476,12 @@ class Trainer:
             }
             if self.s.quality == "slow":  # fault injection, signed with the model: never a router setting
                 config["serving_delay_ms"] = SLOW_SERVING_DELAY_MS
+            if self.s.quality == "miscalibrated":  # fault injection, signed with the model (see settings)
+                config["miscalibration"] = {
+                    "column": "user_id",
+                    "above": self.miscalibrated_above,
+                    "logit_shift": MISCALIBRATED_LOGIT_SHIFT,
+                }
             (folder / "model_config.json").write_text(json.dumps(config, indent=2))
             (folder / "result.json").write_text(json.dumps(result, indent=2))
             if not isinstance(self.tracker, NullTracker):

@@ -48,6 +48,13 @@ class AdImpressions:
         frame = generate(day, rows=rows, seed=seed)
         return inject(frame, fault, day, seed=seed, share=share) if fault else frame
 
+    def traffic_after(self, last_day: date, rows: int, seed: int) -> pd.DataFrame:
+        """Optional hook: traffic newer than a dataset whose newest day is ``last_day`` (the local replay of
+        shadow and canary stages sends it beside the holdout). Bids have drifted: see ``BID_DRIFT``."""
+        from tollgate.data.generator import traffic_after
+
+        return traffic_after(last_day, rows=rows, seed=seed)
+
 
 def _load_predictor(folder: str | Path) -> Predictor:
     from tollgate.training.predict import load_predictor
