@@ -105,8 +105,14 @@ def test_quarantine_matches_an_independent_pandas_computation(fault: str, tmp_pa
     # The quarantined rows are the landed rows themselves; the clean file holds exactly the others.
     landed_bad = frame.iloc[sorted(reasons)].reset_index(drop=True)
     assert quarantined[schema.EVENT_ID].tolist() == landed_bad[schema.EVENT_ID].tolist()
+    pd.testing.assert_frame_equal(
+        quarantined[list(schema.COLUMNS)], landed_bad[list(schema.COLUMNS)], check_dtype=False
+    )
     clean = pd.read_parquet(outcome.clean_uri)
     assert len(clean) == len(frame) - len(reasons) == outcome.clean_rows
+    # ... in landed order, with every value and the curated schema's dtypes.
+    expected_clean = frame.drop(index=sorted(reasons)).reset_index(drop=True).astype(dict(schema.COLUMNS))
+    pd.testing.assert_frame_equal(clean, expected_clean)
     assert not set(clean[schema.EVENT_ID]) & set(landed_bad[schema.EVENT_ID]) or fault == "duplicate_ids"
     # The stored GX record keeps a sample of each failing expectation's rows and says how many there were.
     report = json.loads(Path(outcome.report_uri).read_text())
