@@ -200,6 +200,7 @@ def test_end_to_end_pipeline_from_s3_landing_to_an_approved_champion(distributed
     assert ingested.state == "success", _task_instances(stack, INGEST, ingest_run)
     curated = client.xcom(INGEST, ingest_run, "publish")
     assert curated["partition"] == str(day) and curated["rows"] == ROWS and curated["quarantined_rows"] == 0
+    assert curated["dvc_remote"] == f"s3://{BUCKET}/dvc-remote"
 
     train_run = _first_run(client, TRAIN)  # scheduled by the curated-dataset Asset event
     trained = client.wait_for_run(TRAIN, train_run, timeout=600)
@@ -241,6 +242,7 @@ def test_end_to_end_pipeline_from_s3_landing_to_an_approved_champion(distributed
     }
     assert registered["signature_digest"] in {d for k, d in digests.items() if k.endswith(SIGNATURE_FILE)}
     assert registered["provenance_digest"] in {d for k, d in digests.items() if k.endswith(PROVENANCE_FILE)}
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="dvc-remote/")["KeyCount"] > 0  # the dataset version
 
     # The runs as Airflow's metadata database in PostgreSQL holds them, and every task that ran did so on a
     # Celery worker (its Celery id in exactly one worker's log).
