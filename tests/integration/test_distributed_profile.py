@@ -271,6 +271,7 @@ def test_end_to_end_pipeline_from_s3_landing_to_an_approved_champion(distributed
         ran = _worker_of_each_task(stack, _task_instances(stack, dag_id, run_id), tasks)
         ran_on.update({f"{dag_id}.{task}": worker for task, worker in ran.items()})
     print("tasks per Celery worker:", {w: sum(v == w for v in ran_on.values()) for w in WORKERS})
+    assert set(ran_on.values()) == set(WORKERS), "one worker ran every task: the other took no work"
 
 
 def test_down_stops_every_service_and_leaves_no_process(distributed_platform):
