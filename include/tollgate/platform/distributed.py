@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from secrets import token_urlsafe
 
-from tollgate.config import REPO_ROOT, VARIABLE_DEFAULTS
+from tollgate.config import REPO_ROOT
 from tollgate.platform import secrets
 from tollgate.platform.datastores import Postgres, Redis, ensure_debian_packages
 from tollgate.platform.processes import (
@@ -120,17 +120,12 @@ class DistributedStack(LocalStack):
 
     def settings_overrides(self) -> dict[str, str]:
         base = f"s3://{BUCKET}"
-        # The watch after a promotion counts the new champion's requests from the promotion on: here a
-        # task waits for a Celery worker and reads its data from S3 before the replayed traffic starts,
-        # which took longer than the default profile's 20 s window on two cores (no request counted).
-        watch = {**json.loads(VARIABLE_DEFAULTS["tollgate_watch"]), "watch_s": 60}
         return {
             "tollgate_landing_uri": f"{base}/landing",
             "tollgate_storage_root": f"{base}/storage",
             "tollgate_dvc_remote": f"{base}/dvc-remote",
             # Nothing upstream writes to this local S3: the built-in generator lands the partitions.
             "tollgate_simulate_upstream": "true",
-            "tollgate_watch": json.dumps(watch),
         }
 
     # ---- environment -------------------------------------------------------------------------

@@ -60,12 +60,6 @@ def apply_settings(stack: LocalStack, path: Path) -> dict[str, str]:
     overrides = stack.settings_overrides()  # the profile's own values (e.g. s3:// storage)
     for variable in settings["variables"]:
         variable["variable_value"] = overrides.get(variable["variable_name"], variable["variable_value"])
-    listed = {variable["variable_name"] for variable in settings["variables"]}
-    settings["variables"] += [  # a profile's own value of a Variable the file leaves at its default
-        {"variable_name": name, "variable_value": value}
-        for name, value in overrides.items()
-        if name not in listed
-    ]
     client = AirflowClient(stack.airflow_url, "admin", stack.passwords()["admin"])
     done: dict[str, str] = {}
     for conn in settings["connections"]:
