@@ -60,6 +60,14 @@ def describe_version(extra: dict[str, Any]) -> str:
     )
 
 
+def platform_setting(stack: LocalStack, name: str) -> str:
+    """A Variable's value on ``stack``: its profile's own (e.g. S3 landing on the distributed profile), else
+    the embedded default. The demo lands data where the platform's DAGs look for it."""
+    from tollgate.config import default_for
+
+    return stack.settings_overrides().get(name) or default_for(name)
+
+
 def say(text: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {text}", flush=True)
 
@@ -104,10 +112,9 @@ class Demo:
     def ingest(self, days: list[date]) -> None:
         from tollgate import extensions
         from tollgate.assets import CURATED_DATASET, LANDING_IMPRESSIONS
-        from tollgate.config import default_for
         from tollgate.data.generator import DEFAULT_ROWS, land
 
-        landing = default_for("tollgate_landing_uri")
+        landing = platform_setting(self.stack, "tollgate_landing_uri")
         dataset = extensions.load(self.example).dataset
         say(f"Stage 1: the upstream system lands {len(days)} days of {dataset.schema.name} in {landing}")
         for day in days:
@@ -122,7 +129,8 @@ class Demo:
         self.wait_idle(INGEST)
         # Unpausing ran the daily schedule for yesterday; a landing event for a day already versioned would
         # version it again with a different window (data-<day>-v2): one version per landed day instead.
-        versioned = set(dataset_tags(extensions.scoped(default_for("tollgate_data_repo"), self.example)))
+        data_repo = platform_setting(self.stack, "tollgate_data_repo")
+        versioned = set(dataset_tags(extensions.scoped(data_repo, self.example)))
         for day in days:
             if f"data-{day}" in versioned:
                 say(f"  dt={day} was ingested by the daily schedule on unpause: no landing event needed")
@@ -397,7 +405,6 @@ def dataset_tags(repo: str) -> list[str]:
 
 
 def _state_of(stack: LocalStack, admin: AirflowClient, example: str = "ctr") -> list[str]:
-    from tollgate.config import default_for
     from tollgate.extensions import scoped
 
     counts = {}
@@ -406,7 +413,7 @@ def _state_of(stack: LocalStack, admin: AirflowClient, example: str = "ctr") -> 
             counts[dag_id] = admin.dag_runs.get_dag_runs(dag_id, limit=1).total_entries or 0
         except NotFoundException:
             continue  # not parsed yet: no runs
-    return earlier_work(dataset_tags(scoped(default_for("tollgate_data_repo"), example)), counts)
+    return earlier_work(dataset_tags(scoped(platform_setting(stack, "tollgate_data_repo"), example)), counts)
 
 
 def main() -> int:

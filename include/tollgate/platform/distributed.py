@@ -164,14 +164,20 @@ class DistributedStack(LocalStack):
         return (*super().airflow_components(), *WORKERS)
 
     def _airflow_command(self, component: str) -> list[str]:
-        if component in WORKERS:
-            return [
-                self._airflow_bin(), "celery", "worker",
+        if component in WORKERS:  # Celery forks its pool, and each pool process forks the tasks: libraries
+            return [  # imported in the worker first are there in every task (tollgate/platform/preload.py)
+                sys.executable, "-m", "tollgate.platform.preload", "celery", "worker",
                 "--celery-hostname", f"tollgate-{component.removeprefix('celery-')}@%h",
                 "--pid", str(self.home / "run" / f"{component}.pid"), "--concurrency", "2",
                 "--without-mingle", "--without-gossip",
             ]  # fmt: skip
         return super()._airflow_command(component)
+
+    def _start_router(self, env: dict[str, str], state: StackState):
+        """The router writes its prediction log where the rollout stages read it: the profile's S3 storage
+        root (the same as Variable ``tollgate_storage_root``), unless the environment names another."""
+        storage = {"TOLLGATE_STORAGE_ROOT": self.settings_overrides()["tollgate_storage_root"]}
+        return super()._start_router({**storage, **env}, state)
 
     def _mlflow_auth_config(self) -> Path:
         """docker/mlflow/basic_auth.ini with the user store in PostgreSQL (written 0600: it holds its URL)."""
