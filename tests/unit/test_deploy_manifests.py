@@ -166,7 +166,7 @@ def test_helm_model_refuses_a_key_the_chart_does_not_have(tmp_path):
 # ---- Images and their locks ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("image", ["airflow", "training"])
+@pytest.mark.parametrize("image", ["airflow", "training", "serving"])
 def test_every_pip_install_in_the_dockerfile_uses_the_lock(image):
     text = (DOCKER / image / "Dockerfile").read_text()
     assert dockerfiles.unpinned_installs(text, f"docker/{image}/requirements.lock") == []
@@ -192,7 +192,7 @@ def test_airflow_image_is_the_official_one_of_the_pinned_version():
     assert {"/opt/airflow/dags/", "/opt/airflow/plugins/", "/opt/tollgate/include/"} <= copied
 
 
-@pytest.mark.parametrize("image", ["airflow", "training"])
+@pytest.mark.parametrize("image", ["airflow", "training", "serving"])
 def test_image_lock_is_compiled_from_requirements_txt(image):
     """Each requirements.txt line the image needs is pinned at its version, no test tool is inside, and
     every package the image shares with the development lock has the tested version."""
@@ -218,6 +218,13 @@ def test_training_lock_pins_the_cuda_build_and_airflow_lock_the_cpu_build():
     assert airflow["torch"].endswith("+cpu") and not any(name.startswith("nvidia-") for name in airflow)
     assert "apache-airflow" not in training  # the trainer never imports Airflow
     assert airflow["apache-airflow"] == AIRFLOW_VERSION
+
+
+def test_serving_lock_holds_the_router_and_none_of_the_pipeline():
+    serving = image_locks.parse_lock((DOCKER / "serving" / "requirements.lock").read_text())
+    assert serving["torch"].endswith("+cpu") and not any(name.startswith("nvidia-") for name in serving)
+    assert {"uvicorn", "uvloop", "httptools", "starlette", "mlflow", "model-signing"} <= set(serving)
+    assert not {"apache-airflow", "great-expectations", "dvc"} & set(serving)
 
 
 def test_mlflow_auth_config_denies_by_default_and_holds_no_password():

@@ -9,8 +9,10 @@ lock so an image never runs a version the tests did not:
   the offline validators). The Airflow workers score models, so it keeps the CPU build of torch.
 - ``docker/training/requirements.lock``: only what ``python -m tollgate.training`` imports, with the
   CUDA build of torch (PyPI's Linux wheel of the same version) instead of the CPU one.
+- ``docker/serving/requirements.lock``: only what the router (``python -m tollgate.serving``) and the
+  pyfuncs it loads import, with the CPU build of torch; no Airflow, no Great Expectations, no DVC.
 
-``python -m tollgate.packaging.image_locks`` (run by `make lock`) rewrites both; a unit test fails when a
+``python -m tollgate.packaging.image_locks`` (run by `make lock`) rewrites all three; a unit test fails when a
 lock and ``requirements.txt`` disagree.
 """
 
@@ -48,6 +50,14 @@ TEST_TOOLS = frozenset(
 TRAINING_PACKAGES = frozenset(
     {"torch", "mlflow", "dvc", "dvc-s3", "s3fs", "pandas", "numpy", "pyarrow", "pydantic-settings", "pyyaml"}
 )
+# What the serving router imports, and the click-through pyfunc it loads (CPU torch).
+SERVING_PACKAGES = frozenset(
+    {
+        "torch", "mlflow", "model-signing", "pyopenssl", "starlette", "uvicorn", "uvloop", "httptools",
+        "prometheus-client", "pandas", "numpy", "pyarrow", "s3fs", "tenacity", "requests", "pyyaml",
+        "pydantic-settings",
+    }
+)  # fmt: skip
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
@@ -85,8 +95,10 @@ def image_requirements(requirements_text: str, image: str) -> list[str]:
         elif image == "training" and name in TRAINING_PACKAGES:
             # "torch==2.13.0+cpu" -> "torch==2.13.0": PyPI's Linux wheel is the CUDA build.
             lines.append(re.sub(r"\+cpu$", "", requirement) if name == "torch" else requirement)
-        elif image not in ("airflow", "training"):
-            raise ValueError(f"Unknown image {image!r}: choose airflow or training")
+        elif image == "serving" and name in SERVING_PACKAGES:
+            lines.append(requirement)
+        elif image not in ("airflow", "training", "serving"):
+            raise ValueError(f"Unknown image {image!r}: choose airflow, training or serving")
     return lines
 
 
@@ -105,6 +117,7 @@ def image_locks(torch_source: tuple[str, ...]) -> list[ImageLock]:
     return [
         ImageLock("airflow", ROOT / "docker/airflow/requirements.lock", torch_source),
         ImageLock("training", ROOT / "docker/training/requirements.lock", ()),
+        ImageLock("serving", ROOT / "docker/serving/requirements.lock", torch_source),
     ]
 
 
