@@ -49,7 +49,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         return None
     from tests.scheduling import PlatformOnFewWorkers
 
-    return PlatformOnFewWorkers(config, log, frozenset(PLATFORM_FIXTURES))
+    # The distributed profile's module starts its own platform: it is not held to the local platform workers.
+    return PlatformOnFewWorkers(config, log, frozenset(PLATFORM_FIXTURES - {"distributed_platform"}))
 
 
 def _layer(item: pytest.Item) -> int:
