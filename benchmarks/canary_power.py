@@ -8,7 +8,8 @@ in the shadow stage; target >= 95 % each at the default sample sizes, and the sm
 default (1/4, 1/2, 1) that reaches it. Finally a +650 % latency regression with few points
 (Kayenta #633) must not PASS.
 
-Usage: python benchmarks/canary_power.py [--rollouts 1000] [--seed 0]
+Usage: python benchmarks/canary_power.py [--rollouts 1000] [--seed 0] [--jobs 2] [--aa-only]
+(--jobs splits the A/A rollouts over processes, each with its own seed stream from --seed.)
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ SCENARIOS = {
 }
 
 
+def aa_failures(seed: np.random.SeedSequence, rollouts: int) -> int:
+    """Falsely rolled-back rollouts among ``rollouts`` A/A rollouts drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    return sum(aa_rollout(rng) for _ in range(rollouts))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -82,17 +89,29 @@ def main() -> None:
         "--rollouts", type=int, default=1000, help="A/A rollouts and A/B rollouts per scenario"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="processes for the A/A rollouts")
+    parser.add_argument("--aa-only", action="store_true", help="only the A/A false-rollback rate")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     print(f"settings: rollout alpha {SETTINGS.rollout_alpha}, stages {list(SETTINGS.stage_weights)}")
 
     start = time.perf_counter()
-    failures = sum(aa_rollout(rng) for _ in range(args.rollouts))
+    if args.jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        shares = [args.rollouts // args.jobs + (i < args.rollouts % args.jobs) for i in range(args.jobs)]
+        seeds = np.random.SeedSequence(args.seed).spawn(args.jobs)
+        with ProcessPoolExecutor(args.jobs) as pool:
+            failures = sum(pool.map(aa_failures, seeds, shares))
+    else:
+        failures = sum(aa_rollout(rng) for _ in range(args.rollouts))
     print(
         f"A/A: {failures}/{args.rollouts} rollouts falsely rolled back = {failures / args.rollouts:.2%}, "
         f"95 % upper bound {upper_bound(failures, args.rollouts):.2%} (target <= 1 %) "
-        f"[{(time.perf_counter() - start) / args.rollouts:.2f} s per rollout]"
+        f"[{(time.perf_counter() - start) / args.rollouts:.2f} s per rollout, {args.jobs} process(es)]"
     )
+    if args.aa_only:
+        return
 
     for name, run in SCENARIOS.items():
         detected = sum(run(rng, 1.0)["verdict"] == FAIL for _ in range(args.rollouts))
