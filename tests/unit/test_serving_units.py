@@ -214,6 +214,44 @@ def test_the_shadow_process_predicts_with_the_challengers_own_signature(tmp_path
     assert rows["b"]["shadow_status"].startswith("error: InputError")
 
 
+def test_shadow_batches_answer_each_request_as_one_by_one_and_a_bad_request_alone(tmp_path):
+    import queue as stdlib_queue
+
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    from tests.fixtures.serving import TINY_MODEL_CODE, example_rows
+    from tollgate.serving.shadow import _STOP, _answer, _gather
+
+    example = pd.DataFrame(example_rows(3))
+    path = tmp_path / "challenger"
+    signature = infer_signature(example, pd.Series([0.5] * 3))
+    mlflow.pyfunc.save_model(
+        str(path), python_model=str(TINY_MODEL_CODE), signature=signature, pip_requirements=["mlflow"]
+    )
+    pyfunc = mlflow.pyfunc.load_model(str(path))
+    spec = InputSpec.from_pyfunc(pyfunc)
+    requests = [(f"r{i}", str(path), "rows", example_rows(1 + i % 3, start=i)) for i in range(7)]
+
+    alone = [_answer(lambda _: (pyfunc, spec), [item])[0] for item in requests]
+    together = _answer(lambda _: (pyfunc, spec), requests)
+    assert [a[:3] for a in together] == [a[:3] for a in alone]  # same ids, outputs and statuses, in order
+    assert all(status == "ok" for _, _, status, _ in together)
+    assert len(set(ms for *_, ms in together)) == 1  # one shared predict answered them all
+
+    with_bad = [*requests[:3], ("bad", str(path), "rows", [{"x1": "text"}]), *requests[3:]]
+    answers = {a[0]: a for a in _answer(lambda _: (pyfunc, spec), with_bad)}
+    assert answers["bad"][2].startswith("error: InputError") and answers["bad"][1] is None
+    assert [answers[r[0]][1] for r in requests] == [a[1] for a in alone]  # the others are unaffected
+
+    queued = stdlib_queue.Queue()
+    for item in requests:
+        queued.put(item)
+    queued.put(_STOP)
+    assert _gather(queued, batch_size=4, linger_s=0.0) == requests[:4]
+    assert _gather(queued, batch_size=32, linger_s=0.01) == [*requests[4:], _STOP]  # the stop ends a batch
+
+
 def test_the_log_writer_hashes_the_features_and_serialises_the_output_off_the_request(tmp_path):
     import hashlib
 

@@ -102,11 +102,12 @@ class InputSpec:
         return {"any": True}
 
     # ---- POST /predict -------------------------------------------------------------------------
-    def from_rows(self, rows: Any) -> Any:
+    def from_rows(self, rows: Any, limit: int | None = MAX_ROWS) -> Any:
+        """The model input for a request's rows (``limit=None``: the shadow's batches of many requests)."""
         if not isinstance(rows, list) or not rows:
             raise InputError('"rows" must be a non-empty list of rows', "rows")
-        if len(rows) > MAX_ROWS:
-            raise InputError(f"at most {MAX_ROWS} rows per request, got {len(rows)}", "rows")
+        if limit is not None and len(rows) > limit:
+            raise InputError(f"at most {limit} rows per request, got {len(rows)}", "rows")
         if self.tensor_dtype is not None:
             return self._tensor(rows, "rows")
         if self.columns is None:

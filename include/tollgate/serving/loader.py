@@ -102,6 +102,7 @@ def load_version(
     if not result.ok:
         raise Refused(name, version, result.problems)
     approved_by = None
+
     def signed_decision(decision: str):
         return attestation.check_version(
             result.tags,

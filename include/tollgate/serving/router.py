@@ -59,7 +59,14 @@ class Router:
         self.log = PredictionLog(
             settings.storage_root, settings.log_flush_s, on_rows=self.metrics.log_rows.inc
         )
-        self.shadow = ShadowMirror(settings.shadow_queue_size, self.log.append, self.metrics)
+        self.shadow = ShadowMirror(
+            settings.shadow_queue_size,
+            self.log.append,
+            self.metrics,
+            batch_size=settings.shadow_batch_size,
+            linger_s=settings.shadow_linger_s,
+            idle_priority=settings.shadow_idle_priority,
+        )
         self.guardrail = Guardrail(settings.guardrail)
         self._client = client
         self._lock: asyncio.Lock | None = None

@@ -49,6 +49,9 @@ class RouterSettings:
     rollout_poll_s: float = 2.0  # how often the shared rollout record is read
     log_flush_s: float = 5.0  # prediction log flush interval
     shadow_queue_size: int = 1000
+    shadow_batch_size: int = 32  # queued shadow requests answered by one challenger predict (1: one by one)
+    shadow_linger_s: float = 0.05  # how long the shadow worker waits to fill a batch
+    shadow_idle_priority: bool = False  # SCHED_IDLE for the shadow worker instead of nice 10
     default_lease_s: float = 300.0
     guardrail: GuardrailLimits = field(default_factory=GuardrailLimits)
 
@@ -70,6 +73,9 @@ class RouterSettings:
             rollout_poll_s=float(_env("ROLLOUT_POLL_SECONDS", "2")),
             log_flush_s=float(_env("LOG_FLUSH_SECONDS", "5")),
             shadow_queue_size=int(_env("SHADOW_QUEUE_SIZE", "1000")),
+            shadow_batch_size=int(_env("SHADOW_BATCH_SIZE", "32")),
+            shadow_linger_s=float(_env("SHADOW_LINGER_SECONDS", "0.05")),
+            shadow_idle_priority=_env("SHADOW_IDLE_PRIORITY", "false").lower() in ("1", "true", "yes"),
             default_lease_s=float(_env("DEFAULT_LEASE_SECONDS", "300")),
             guardrail=GuardrailLimits(
                 window_s=float(_env("GUARDRAIL_WINDOW_SECONDS", "30")),

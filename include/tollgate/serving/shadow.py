@@ -25,50 +25,158 @@ from typing import Any
 _STOP = "__stop__"
 
 
-def _worker(requests: Any, results: Any) -> None:
+def _worker(
+    requests: Any, results: Any, batch_size: int = 1, linger_s: float = 0.0, idle_priority: bool = False
+) -> None:
     """The shadow process: load each challenger once (by its verified path), predict, send results back.
 
     It ignores SIGTERM and SIGINT (a signal to the router's process group reaches it too): the router
-    stops it after draining, so queued shadow work is finished and logged."""
+    stops it after draining, so queued shadow work is finished and logged. With ``batch_size`` > 1 it
+    gathers up to that many queued requests (waiting at most ``linger_s`` for more) and answers them
+    with one ``predict`` and one message back: on a core shared with the router, one call for many
+    requests is what keeps the shadow's cost off the router's response times."""
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError):  # sharing a core, the router's requests go first (and its start-up)
-        os.nice(10)
+    _lower_priority(idle_priority)
     import mlflow.pyfunc
 
     from tollgate.serving.inputs import InputSpec
-    from tollgate.serving.outputs import to_jsonable
 
     loaded: dict[str, tuple[Any, InputSpec]] = {}
+
+    def model(path: str) -> tuple[Any, InputSpec]:
+        if path not in loaded:
+            pyfunc = mlflow.pyfunc.load_model(path)
+            loaded.clear()  # one challenger at a time
+            loaded[path] = (pyfunc, InputSpec.from_pyfunc(pyfunc))
+        return loaded[path]
+
     while True:
-        item = requests.get()
-        if item == _STOP:
+        batch = _gather(requests, batch_size, linger_s)
+        stop = batch[-1] == _STOP
+        work = batch[:-1] if stop else batch
+        answers: list[tuple[str, str | None, str, float]] = []
+        for group in _groups(work):
+            answers.extend(_answer(model, group))
+        if answers:
+            results.put(answers)
+        if stop:
             results.put(_STOP)
             return
-        request_id, path, kind, payload = item
+
+
+def _lower_priority(idle: bool) -> None:
+    """Sharing a core, the router's requests go first. Nice 10 still lets a running batch hold the core
+    for a while after a request arrives; SCHED_IDLE gives the core back at once when the router wakes,
+    at the price of no shadow work at all while the core is saturated (the queue then fills and drops)."""
+    with contextlib.suppress(OSError, AttributeError):
+        if idle:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        os.nice(10)
+
+
+def _gather(requests: Any, batch_size: int, linger_s: float) -> list[Any]:
+    """The next request (waiting for it), then whatever else arrives within ``linger_s``, up to the size."""
+    batch = [requests.get()]
+    deadline = time.monotonic() + linger_s
+    while len(batch) < batch_size and batch[-1] != _STOP:
+        remaining = deadline - time.monotonic()
+        try:
+            batch.append(requests.get(timeout=remaining) if remaining > 0 else requests.get_nowait())
+        except queue.Empty:
+            break
+    return batch
+
+
+def _groups(work: list[Any]) -> list[list[Any]]:
+    """Consecutive requests for the same model copy and endpoint kind (they can share one predict)."""
+    groups: list[list[Any]] = []
+    for item in work:
+        if groups and groups[-1][0][1:3] == item[1:3]:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
+def _answer(model: Callable, group: list[Any]) -> list[tuple[str, str | None, str, float]]:
+    """Shadow outputs for a group: one ``predict`` over all its rows when they parse and split cleanly
+    (rows endpoint, a signature to check them against), else one ``predict`` per request."""
+    from tollgate.serving.outputs import to_jsonable
+
+    start = time.perf_counter()
+    try:
+        pyfunc, spec = model(group[0][1])
+    except Exception as err:  # a challenger that cannot load is evidence, never a crash
+        status = f"error: {type(err).__name__}: {err}"[:500]
+        return [(item[0], None, status, (time.perf_counter() - start) * 1000) for item in group]
+    kind = group[0][2]
+    if len(group) > 1 and kind == "rows" and (spec.columns is not None or spec.tensor_dtype is not None):
+        together = _predict_together(pyfunc, spec, group)
+        if together is not None:
+            return together
+    answers = []
+    for request_id, _, _, payload in group:
         start = time.perf_counter()
         try:
-            if path not in loaded:
-                pyfunc = mlflow.pyfunc.load_model(path)
-                loaded.clear()  # one challenger at a time
-                loaded[path] = (pyfunc, InputSpec.from_pyfunc(pyfunc))
-            pyfunc, spec = loaded[path]
             model_input = spec.from_rows(payload) if kind == "rows" else spec.from_v2(payload)
             output, status = json.dumps(to_jsonable(pyfunc.predict(model_input))), "ok"
         except Exception as err:  # a failing challenger is evidence, never a crash
             output, status = None, f"error: {type(err).__name__}: {err}"[:500]
-        results.put((request_id, output, status, (time.perf_counter() - start) * 1000))
+        answers.append((request_id, output, status, (time.perf_counter() - start) * 1000))
+    return answers
+
+
+def _predict_together(pyfunc: Any, spec: Any, group: list[Any]) -> list[Any] | None:
+    """One predict over the rows of every request in the group, split back by each request's row count;
+    None (answer one by one) when any request's rows do not parse or the output does not split by row.
+
+    Every row gets the same checks as alone; when any fails, the group is answered one by one, so a bad
+    request gets its own error. Rows are predicted independently by the models this serves (as with the
+    dynamic batching of KServe or Triton); ``shadow_latency_ms`` is then the time of the shared predict."""
+    from tollgate.serving.inputs import MAX_ROWS
+    from tollgate.serving.outputs import to_jsonable
+
+    start = time.perf_counter()
+    payloads = [payload for _, _, _, payload in group]
+    if not all(isinstance(p, list) and 0 < len(p) <= MAX_ROWS for p in payloads):
+        return None
+    rows = [row for payload in payloads for row in payload]
+    try:
+        output = to_jsonable(pyfunc.predict(spec.from_rows(rows, limit=None)))
+    except Exception:
+        return None
+    if not isinstance(output, list) or len(output) != len(rows):
+        return None
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    answers, at = [], 0
+    for request_id, _, _, payload in group:
+        answers.append((request_id, json.dumps(output[at : at + len(payload)]), "ok", elapsed_ms))
+        at += len(payload)
+    return answers
 
 
 class ShadowMirror:
-    def __init__(self, size: int, log_row: Callable[[dict[str, Any]], None], metrics: Any):
+    def __init__(
+        self,
+        size: int,
+        log_row: Callable[[dict[str, Any]], None],
+        metrics: Any,
+        batch_size: int = 32,
+        linger_s: float = 0.05,
+        idle_priority: bool = False,
+    ):
         context = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited threads or locks
         self._requests = context.Queue(maxsize=size)
         self._results = context.Queue()
         self._process = context.Process(
-            target=_worker, args=(self._requests, self._results), name="tollgate-shadow", daemon=True
+            target=_worker,
+            args=(self._requests, self._results, max(1, batch_size), linger_s, idle_priority),
+            name="tollgate-shadow",
+            daemon=True,
         )
         self._log_row = log_row
         self._metrics = metrics
@@ -115,18 +223,18 @@ class ShadowMirror:
 
     def _read(self) -> None:
         while True:
-            item = self._results.get()
-            if item == _STOP:
+            answers = self._results.get()
+            if answers == _STOP:
                 return
-            request_id, output, status, latency_ms = item
-            with self._lock:
-                row = self._pending.pop(request_id, None)
-            if row is None:
-                continue
-            row.update(shadow_output=output, shadow_status=status, shadow_latency_ms=latency_ms)
-            self._metrics.shadow_done.labels(status="ok" if status == "ok" else "error").inc()
+            for request_id, output, status, latency_ms in answers:
+                with self._lock:
+                    row = self._pending.pop(request_id, None)
+                if row is None:
+                    continue
+                row.update(shadow_output=output, shadow_status=status, shadow_latency_ms=latency_ms)
+                self._metrics.shadow_done.labels(status="ok" if status == "ok" else "error").inc()
+                self._log_row(row)
             self._metrics.shadow_depth.set(self.depth)
-            self._log_row(row)
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish what is queued (drain), stop the worker; rows it never answered are logged as lost."""
