@@ -29,7 +29,13 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from tollgate import storage
-from tollgate.data.chunks import RowGroupWriter, chunk_size, duplicated_values, iter_chunks
+from tollgate.data.chunks import (
+    RowGroupWriter,
+    chunk_size,
+    duplicated_values,
+    iter_chunks,
+    release_memory,
+)
 from tollgate.data.generator import parse_day, partition_uri
 from tollgate.data.gx_merge import (
     MergedValidation,
@@ -300,6 +306,7 @@ def _judge(
         repeated = {}
         if outcome.landed_rows > size:
             repeated = {c: duplicated_values(parquet, c, size) for c in unique_columns(validation.suite)}
+            release_memory()
         seconds["id_pass"] = time.perf_counter() - t0
         merged = MergedValidation(validation.suite)
         split = _Split(work, outcome)
@@ -332,6 +339,7 @@ def _judge(
             offset += len(frame)
             seconds["split"] += time.perf_counter() - t2
             del table, frame, result
+            release_memory()
         t0 = time.perf_counter()
         gx_result = validation.record(merged, log)
         seconds["docs"] = time.perf_counter() - t0

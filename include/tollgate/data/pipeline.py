@@ -65,7 +65,7 @@ class IngestSettings:
     thresholds: GateThresholds
     simulate_upstream: bool
     simulated_rows: int
-    chunk_rows: int = 1_000_000  # rows the gate and the curated window hold at once (0: whole partition)
+    chunk_rows: int = 500_000  # rows the gate and the curated window hold at once (0: whole partition)
 
     @classmethod
     def from_variables(cls, get: Callable[[str], str]) -> IngestSettings:
