@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/ingest_throughput.py [--rows 1000000] [--fault null_burst]
     .venv/bin/python benchmarks/ingest_throughput.py --before-ref ''            # this tree only
-    .venv/bin/python benchmarks/ingest_throughput.py --sweep 1000000,2000000,4000000   # memory vs size
+    .venv/bin/python benchmarks/ingest_throughput.py --sweep 1000000,4000000           # memory vs size
+    .venv/bin/python benchmarks/ingest_throughput.py --sweep 16000000 --repeat 1       # about 2.5 min
 
-Lands one partition (in a child process, with a row-level fault so the quarantine path runs), then times:
+Lands one partition (in a child process, in pieces of 1M rows each with 1 % of rows broken by the fault,
+so a 16M-row file is never held in memory), then times:
 
 * the validation gate (``tollgate.data.gate.run_gate``: Parquet read, Great Expectations checkpoint with
   per-row results, Data Docs, clean/quarantine split and writes), with its phases, for this tree
@@ -41,21 +43,47 @@ from typing import Any
 DAY = "2024-06-01"
 WARM_DAY = "2024-05-31"
 REPO = Path(__file__).resolve().parents[1]
-# The tree before issue 15 part 3 (the gate with COMPLETE results, GX's batch hash and a pandas split).
-BEFORE_REF = "bf1a7d6"
+# The tree before issue 15 part 4 (the whole partition in memory; bf1a7d6 is the one before part 3).
+BEFORE_REF = "38fe537"
 
 
-def pandas_floor(data: bytes, day: str) -> tuple[int, float]:
-    """The same checks as the GX suite, in plain pandas; returns (failing rows, seconds)."""
+def pandas_floor(path: Path, day: str, chunk_rows: int = 1_000_000) -> tuple[int, float]:
+    """The same checks as the GX suite, in plain pandas, in chunks of 1M rows whatever the gate's chunk
+    (a partition of up to 1M rows in one frame, as the floor always was; above, each chunk's rows plus one
+    pass over the ids for duplicates across chunks); returns (failing rows, seconds)."""
+    import pyarrow.parquet as pq
+
+    from tollgate.data import schema
+    from tollgate.data.chunks import chunk_size, duplicated_values, iter_chunks
+    from tollgate.data.gate import landed_frame
+
+    t0 = time.perf_counter()
+    parquet = pq.ParquetFile(path)
+    rows = parquet.metadata.num_rows
+    size = chunk_size(chunk_rows, rows)
+    repeated = duplicated_values(parquet, schema.EVENT_ID, size).to_pylist() if rows > size else None
+    bad_rows = 0
+    label_sum = 0
+    for table in iter_chunks(parquet, size):
+        frame = landed_frame(table)
+        bad = floor_checks(frame, day)
+        ids = frame[schema.EVENT_ID]
+        bad |= ids.duplicated(keep=False).to_numpy() if repeated is None else ids.isin(repeated).to_numpy()
+        bad_rows += int(bad.sum())
+        label_sum += int(frame[schema.LABEL].sum())
+    _label_rate = label_sum / rows
+    _rows_ok = rows >= 1000
+    return bad_rows, time.perf_counter() - t0
+
+
+def floor_checks(frame: Any, day: str) -> Any:
+    """Per-row failure mask of the suite's row-level checks but uniqueness (schema and types asserted)."""
     import numpy as np
     import pandas as pd
 
     from tollgate.data import schema
-    from tollgate.data.gate import read_landed
     from tollgate.data.generator import interval_end, interval_start
 
-    t0 = time.perf_counter()
-    frame = read_landed(data)
     assert set(frame.columns) == set(schema.COLUMNS), "schema"
     types_ = {
         "string": "string",
@@ -80,13 +108,10 @@ def pandas_floor(data: bytes, day: str) -> tuple[int, float]:
         & frame["country"].notna().to_numpy()
     )
     bad |= ~frame[schema.LABEL].isin(schema.LABEL_VALUES).to_numpy(dtype=bool, na_value=True)
-    bad |= frame[schema.EVENT_ID].duplicated(keep=False).to_numpy()
     ts = frame[schema.TIMESTAMP]
     start, end = pd.Timestamp(interval_start(day)), pd.Timestamp(interval_end(day))
     bad |= ~((ts >= start) & (ts < end)).to_numpy(dtype=bool, na_value=False)
-    _label_rate = float(frame[schema.LABEL].mean())
-    _rows_ok = len(frame) >= 1000
-    return int(bad.sum()), time.perf_counter() - t0
+    return bad
 
 
 # ---- peak memory of one stage -------------------------------------------------------------------------
@@ -135,17 +160,62 @@ def gate_module_at(ref: str) -> types.ModuleType:
     return module
 
 
+PIECE_ROWS = 1_000_000
+
+
 def land(landing: Path, day: str, rows: int, fault: str) -> Path:
-    """Land a partition in a child process, so this process's memory holds only what the gate needs."""
-    command = [sys.executable, "-m", "tollgate.data.land", "--date", day, "--landing", str(landing)]
-    command += ["--rows", str(rows), "--share", "0.01"] + (["--fault", fault] if fault else [])
-    landed = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
-    return Path(landed["uri"])
+    """Land a partition in a child process (this process's memory then holds only what the gate needs)."""
+    command = [sys.executable, __file__, "--land-to", str(landing), "--day", day, "--rows", str(rows)]
+    command += ["--fault", fault]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def land_in_pieces(landing: Path, day: str, rows: int, fault: str) -> Path:
+    """Write the partition in pieces of ``PIECE_ROWS`` rows, each generated, given the fault (1 % of its
+    rows) and appended as its own row group(s): a 16M-row file without 16M rows in memory. The first piece
+    is the generator's partition of that size (a file of up to 1M rows is the one ``tollgate.data.land``
+    writes); later pieces draw from the next seeds, with event ids numbered on after the earlier pieces."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tollgate.data import schema
+    from tollgate.data.generator import DEFAULT_SEED, parse_day, partition_uri
+    from tollgate.data.suite import active_dataset
+
+    target = Path(partition_uri(str(landing), day))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stamp = day.replace("-", "")
+    writer = None
+    for piece, start in enumerate(range(0, rows, PIECE_ROWS)):
+        n = min(PIECE_ROWS, rows - start)
+        frame = active_dataset().generate(
+            parse_day(day),
+            n,
+            DEFAULT_SEED + piece,
+            fault=fault or None,
+            share=0.01,
+        )
+        if piece:  # ids numbered on (a replayed row keeps the id of the row it replays)
+            numbers = frame[schema.EVENT_ID].str.rsplit("-", n=1).str[1].astype("int64") + start
+            frame[schema.EVENT_ID] = [f"imp-{stamp}-{number:08d}" for number in numbers]
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if writer is None:
+            writer = pq.ParquetWriter(target, table.schema, compression="snappy")
+        writer.write_table(table.cast(writer.schema))
+        del frame, table
+    assert writer is not None
+    writer.close()
+    return target
 
 
 # ---- one size -------------------------------------------------------------------------------------------
-def measure(rows: int, fault: str, before_ref: str) -> dict[str, Any]:
+def measure(
+    rows: int, fault: str, before_ref: str, repeat: int = 2, chunk_rows: int | None = None
+) -> dict[str, Any]:
     """Figures of one partition size; the before gate only when ``before_ref`` is given."""
+    import pyarrow.parquet as pq
+
     from tollgate.data.suite import GateThresholds
 
     figures: dict[str, Any] = {"rows": rows, "fault": fault or None}
@@ -156,6 +226,7 @@ def measure(rows: int, fault: str, before_ref: str) -> dict[str, Any]:
         land(root / "landing", WARM_DAY, 20_000, fault)
         figures["land_s"] = time.perf_counter() - t0
         figures["file_mb"] = uri.stat().st_size / 1e6
+        figures["row_groups"] = pq.ParquetFile(uri).num_row_groups
 
         t0 = time.perf_counter()
         import great_expectations  # noqa: F401 - import cost reported apart, paid once per worker process
@@ -169,25 +240,33 @@ def measure(rows: int, fault: str, before_ref: str) -> dict[str, Any]:
             gates["before"] = gate_module_at(before_ref)
         thresholds = GateThresholds(max_rows=max(rows * 2, GateThresholds().max_rows))
         landing = str(root / "landing")
+        options = {"after": {"chunk_rows": chunk_rows}, "before": {}}
         for name, module in gates.items():  # warm-up: the first checkpoint of a process pays one-off costs
-            module.run_gate(landing, str(root / f"warm-{name}"), WARM_DAY, thresholds, log=lambda _: None)
+            warm = str(root / f"warm-{name}")
+            module.run_gate(landing, warm, WARM_DAY, thresholds, log=lambda _: None, **options[name])
 
         best: dict[str, tuple[float, float, Any]] = {}
-        for attempt in range(2):
+        for attempt in range(repeat):
             for name, module in gates.items():
                 out_root = str(root / f"storage-{name}-{attempt}")
                 outcome, seconds, peak = measured(
-                    lambda m=module, o=out_root: m.run_gate(landing, o, DAY, thresholds, log=lambda _: None)
+                    lambda m=module, o=out_root, k=options[name]: m.run_gate(
+                        landing, o, DAY, thresholds, log=lambda _: None, **k
+                    )
                 )
                 if name not in best or seconds < best[name][0]:
                     best[name] = (seconds, peak, outcome)
                 best[name] = (best[name][0], max(best[name][1], peak), best[name][2])
 
-        data = uri.read_bytes()
-        floors = [pandas_floor(data, DAY) for _ in range(2)]
+        floors = [pandas_floor(uri, DAY) for _ in range(repeat)]
         floor_bad = floors[0][0]
         figures["floor_s"] = min(seconds for _bad, seconds in floors)
-        del data
+        if "before" in best:  # the clean file both gates stored
+            same = (
+                Path(best["before"][2].clean_uri).read_bytes()
+                == Path(best["after"][2].clean_uri).read_bytes()
+            )
+            figures["clean_bytes_identical"] = same
         for name, (seconds, peak, outcome) in best.items():
             assert floor_bad == outcome.quarantined_rows, (name, floor_bad, outcome.quarantined_rows)
             figures[f"{name}_gate_s"] = seconds
@@ -197,7 +276,7 @@ def measure(rows: int, fault: str, before_ref: str) -> dict[str, Any]:
         outcome = best["after"][2]
         figures["quarantined"] = outcome.quarantined_rows
 
-        repo = DataRepo(root / "data-repo", str(root / "dvc-remote"), window_days=7)
+        repo = DataRepo(root / "data-repo", str(root / "dvc-remote"), window_days=7, chunk_rows=chunk_rows)
         publish = lambda: repo.publish(DAY, outcome.clean_uri, outcome.quarantined_rows, log=lambda _: None)  # noqa: E731
         version, figures["version_s"], figures["version_peak_mb"] = measured(publish)
         again, figures["version_rerun_s"], _ = measured(publish)
@@ -237,25 +316,39 @@ def report(f: dict[str, Any]) -> None:
     print(f"GX gate vs pandas floor: {f['after_ratio']:.1f}x ({verdict} the 5x target of issue 15)", end="")
     print(f"; before: {f['before_ratio']:.1f}x" if "before_ratio" in f else "")
     print(f"peak memory of the whole process (max RSS): {f['process_max_rss_mb']:.0f} MB")
+    if "clean_bytes_identical" in f:
+        print(f"clean file of both gates byte-identical: {f['clean_bytes_identical']}")
 
 
-def sweep(sizes: list[int], fault: str) -> None:
+def sweep(sizes: list[int], fault: str, repeat: int = 2, chunk_rows: int | None = None) -> None:
     """The after-gate and versioning at each size, each in a fresh process: time and peak memory."""
     header = ("rows", 12), ("gate s", 9), ("rows/s", 12), ("floor s", 9), ("x floor", 9), ("gate MB", 9)
-    print("".join(f"{name:>{width}}" for name, width in header) + f"{'version MB':>11}")
+    header += ("version s", 10), ("version MB", 11), ("id pass s", 10), ("run s", 8)
+    print("".join(f"{name:>{width}}" for name, width in header), flush=True)
+    peaks: dict[int, float] = {}
     for rows in sizes:
         command = [sys.executable, __file__, "--rows", str(rows), "--fault", fault, "--before-ref", ""]
-        command.append("--json")
+        command += ["--json", "--repeat", str(repeat)]
+        command += ["--chunk-rows", str(chunk_rows)] if chunk_rows is not None else []
+        t0 = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
         if done.returncode:
             print(f"{rows:>12,} failed: {done.stderr.strip().splitlines()[-1:]}")
             continue
         f = json.loads(done.stdout.strip().splitlines()[-1])
+        peaks[rows] = f["after_gate_peak_mb"]
         print(
             f"{rows:>12,}{f['after_gate_s']:>9.2f}{rows / f['after_gate_s']:>12,.0f}{f['floor_s']:>9.2f}"
-            f"{f['after_ratio']:>8.1f}x{f['after_gate_peak_mb']:>9.0f}{f['version_peak_mb']:>11.0f}",
+            f"{f['after_ratio']:>8.1f}x{f['after_gate_peak_mb']:>9.0f}{f['version_s']:>10.2f}"
+            f"{f['version_peak_mb']:>11.0f}{f['after_phases'].get('id_pass', 0):>10.2f}{wall:>8.0f}",
             flush=True,
         )
+    if len(peaks) > 1:
+        low, high = min(peaks), max(peaks)
+        growth = peaks[high] / peaks[low]
+        verdict = "flat within 20 %" if growth <= 1.2 else "grows more than 20 %"
+        print(f"gate peak RSS at {high:,} rows / at {low:,} rows: {growth:.2f} ({verdict})")
 
 
 def main() -> None:
@@ -265,11 +358,22 @@ def main() -> None:
     parser.add_argument("--before-ref", default=BEFORE_REF, help="revision of the 'before' gate ('' to skip)")
     parser.add_argument("--sweep", default="", help="comma-separated sizes: peak memory and time per size")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs of each gate and of the floor (best kept)"
+    )
+    parser.add_argument(
+        "--chunk-rows", type=int, default=None, help="the gate's chunk (default: 500k; 0: whole)"
+    )
+    parser.add_argument("--land-to", default="", help=argparse.SUPPRESS)  # the landing child process
+    parser.add_argument("--day", default=DAY, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.sweep:
-        sweep([int(size) for size in args.sweep.split(",")], args.fault)
+    if args.land_to:
+        print(land_in_pieces(Path(args.land_to), args.day, args.rows, args.fault))
         return
-    figures = measure(args.rows, args.fault, args.before_ref)
+    if args.sweep:
+        sweep([int(size) for size in args.sweep.split(",")], args.fault, args.repeat, args.chunk_rows)
+        return
+    figures = measure(args.rows, args.fault, args.before_ref, args.repeat, args.chunk_rows)
     if args.json:
         print(json.dumps(figures))
     else:

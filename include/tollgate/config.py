@@ -35,6 +35,9 @@ VARIABLE_DEFAULTS: dict[str, str] = {
     "tollgate_quarantine_max_share": "0.05",
     "tollgate_partition_rows": "1000,5000000",
     "tollgate_label_rate": "0.005,0.12",
+    # Rows the gate and the curated window hold at once (memory does not grow with the partition); 0: the
+    # whole partition at once (for a suite with an expectation that cannot be combined across chunks).
+    "tollgate_gate_chunk_rows": "500000",
     # Land a missing partition with the built-in generator (simulated upstream): "auto" = only when the
     # landing area is a local folder; "true"/"false" force it. Rows per simulated day.
     "tollgate_simulate_upstream": "auto",

@@ -129,6 +129,59 @@ def put_new(uri: str, data: bytes) -> bool:
     return True
 
 
+def sha256_of(uri: str, block: int = 8 << 20) -> str:
+    """The sha256 of the object at ``uri``, read in blocks (a large partition never sits in memory)."""
+    fs, path = filesystem(uri)
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def put_file_new(uri: str, local_path: str) -> bool:
+    """``put_new`` for a local file, copied in blocks: written unless identical bytes are already there."""
+    import shutil
+    import tempfile
+
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        if sha256_of(uri) == sha256_of(local_path):
+            return False
+        raise StorageError(
+            f"Refusing to overwrite {uri}: an object with different content is already stored there. "
+            "Stored data is immutable; write under a new key instead."
+        )
+    parent = posixpath.dirname(path) if is_remote(uri) else os.path.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    if is_remote(uri):
+        fs.put_file(local_path, path)
+        return True
+    handle, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=TEMP_MARK, dir=parent)
+    os.close(handle)
+    try:
+        shutil.copyfile(local_path, temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    return True
+
+
+def copy_new(source_uri: str, uri: str) -> bool:
+    """``put_new`` of the object at ``source_uri`` (either side local or remote), in blocks."""
+    import tempfile
+
+    if not is_remote(source_uri):
+        return put_file_new(uri, filesystem(source_uri)[1])
+    fs, path = filesystem(source_uri)
+    with tempfile.TemporaryDirectory(prefix="tollgate-copy-") as tmp:
+        local = os.path.join(tmp, "object")
+        fs.get_file(path, local)
+        return put_file_new(uri, local)
+
+
 def put_if_absent(uri: str, data: bytes) -> bool:
     """Write ``data`` unless something is already stored at ``uri`` (the first write wins).
 

@@ -29,7 +29,21 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from tollgate import storage
+from tollgate.data.chunks import (
+    RowGroupWriter,
+    chunk_size,
+    duplicated_values,
+    iter_chunks,
+    release_memory,
+)
 from tollgate.data.generator import parse_day, partition_uri
+from tollgate.data.gx_merge import (
+    MergedValidation,
+    check_chunkable,
+    in_suite_order,
+    rule,
+    unique_columns,
+)
 from tollgate.data.suite import (
     BATCH,
     ROW,
@@ -53,7 +67,6 @@ REASONS_COLUMN = "_failed_expectations"
 SOURCE_ROW_COLUMN = "_source_row"
 UNREADABLE = "readable_parquet_file"
 SHARE_CHECK = "quarantined_share_at_most"
-_TRIM = 20  # index/value lists kept in the stored JSON report
 # Row indices of every failing row (COMPLETE), but not the pandas "query" GX would build from them: that
 # repeats the row filter of each expectation over the whole frame only to print the same indices again.
 RESULT_FORMAT: dict[str, Any] = {"result_format": "COMPLETE", "return_unexpected_index_query": False}
@@ -214,8 +227,12 @@ def run_gate(
     day: str | date,
     thresholds: GateThresholds | None = None,
     log: Any = print,
+    chunk_rows: int | None = None,
 ) -> GateOutcome:
-    """Validate the landed partition of ``day``; return the outcome or raise ``BatchRejected``."""
+    """Validate the landed partition of ``day``; return the outcome or raise ``BatchRejected``.
+
+    The partition is read and validated ``chunk_rows`` rows at a time (None: ``chunks.DEFAULT_CHUNK_ROWS``;
+    0: the whole partition at once), so memory does not grow with the partition (see ``_judge``)."""
     thresholds = thresholds or GateThresholds()
     day = parse_day(day)
     source = partition_uri(landing_uri, day)
@@ -225,8 +242,7 @@ def run_gate(
             f"dt={day.isoformat()} yet. Land it (python -m tollgate.data.land --date {day.isoformat()}) "
             "or enable the simulated upstream (Variable tollgate_simulate_upstream), then rerun."
         )
-    data = storage.read_bytes(source)
-    digest = storage.sha256(data)
+    digest = storage.sha256_of(source)
     layout = Layout(storage_root, day.isoformat(), f"{digest[:12]}-{fingerprint(day, thresholds)}")
 
     if storage.exists(layout.outcome):  # this exact input was already judged by this exact suite
@@ -234,7 +250,7 @@ def run_gate(
         outcome.reused = True
         log(f"Reusing the gate's earlier decision on identical input: {layout.outcome}")
     else:
-        outcome = _judge(data, source, digest, day, thresholds, layout, log)
+        outcome = _judge(source, digest, day, thresholds, layout, log, chunk_rows)
         storage.put_new(layout.outcome, json.dumps(outcome.as_dict(), indent=2, default=str).encode())
     for line in outcome.summary_lines():
         log(line)
@@ -244,8 +260,23 @@ def run_gate(
 
 
 def _judge(
-    data: bytes, source: str, digest: str, day: date, thresholds: GateThresholds, layout: Layout, log: Any
+    source: str,
+    digest: str,
+    day: date,
+    thresholds: GateThresholds,
+    layout: Layout,
+    log: Any,
+    chunk_rows: int | None,
 ) -> GateOutcome:
+    """Validate, split and record the partition chunk by chunk.
+
+    Each chunk is validated by GX with the whole suite (row-level failures are partition row numbers);
+    its clean rows and quarantined rows are appended to local files in row groups. The chunks' GX results
+    are merged into one record for the partition (``gx_merge``), which decides the batch-level verdict;
+    only then are the files stored (a rejected batch keeps the landed file instead). Values a uniqueness
+    expectation sees in more than one chunk are found first, by a pass over that column alone."""
+    import pyarrow.parquet as pq
+
     outcome = GateOutcome(
         partition=day.isoformat(),
         input_uri=source,
@@ -259,91 +290,189 @@ def _judge(
         docs_uri=layout.docs_index,
         thresholds=thresholds.as_dict(),
     )
-    t0 = time.perf_counter()
-    try:
-        table = read_table(data)
-        frame = landed_frame(table)
-    except Exception as exc:  # truncated, empty or not Parquet at all
-        outcome.status = REJECTED
-        outcome.batch_failures[UNREADABLE] = f"{type(exc).__name__}: {exc}"
-        outcome.docs_uri = ""  # GX cannot run on a file that cannot be read
-        _write_report(layout, outcome, gx_result=None)
-        _quarantine_partition(layout, outcome, data)
-        return outcome
-    outcome.landed_rows = len(frame)
-    outcome.seconds["read"] = time.perf_counter() - t0
-
-    t1 = time.perf_counter()
-    gx_result = _validate(frame, day, thresholds, layout, log)
-    outcome.seconds["validate"] = time.perf_counter() - t1
-
-    t2 = time.perf_counter()
-    failing_rows = _classify(gx_result, dataset_specs(day, thresholds), outcome)
-    label_column = active_dataset().schema.label
-    if label_column in frame.columns and outcome.landed_rows:
-        label = frame[label_column]
-        outcome.label_rate = float(label.mean()) if label.dtype.kind in "iuf" else None
-    share = len(failing_rows) / outcome.landed_rows if outcome.landed_rows else 0.0
-    if not outcome.batch_failures and share > thresholds.max_bad_share:
-        outcome.batch_failures[f"{SHARE_CHECK}({thresholds.max_bad_share})"] = (
-            f"{len(failing_rows)} of {outcome.landed_rows} rows ({share:.1%}) fail row-level expectations"
-        )
-    if outcome.batch_failures:
-        outcome.status = REJECTED
-        _write_report(layout, outcome, gx_result)
-        _quarantine_partition(layout, outcome, data)
-        return outcome
-
-    _split(table, frame, failing_rows, layout, outcome)
-    outcome.seconds["split"] = time.perf_counter() - t2
+    seconds = Counter[str]()
+    suite_specs = dataset_specs(day, thresholds)
+    fs, path = storage.filesystem(source)
+    with fs.open(path, "rb") as handle, tempfile.TemporaryDirectory(prefix="tollgate-gate-") as work:
+        try:
+            parquet = pq.ParquetFile(handle)
+        except Exception as exc:  # truncated, empty or not Parquet at all
+            return _unreadable(layout, outcome, source, exc)
+        outcome.landed_rows = parquet.metadata.num_rows
+        validation = _Validation(day, thresholds, layout)
+        size = chunk_size(chunk_rows, outcome.landed_rows)
+        check_chunkable(validation.suite, outcome.landed_rows, size)
+        t0 = time.perf_counter()
+        repeated = {}
+        if outcome.landed_rows > size:
+            repeated = {c: duplicated_values(parquet, c, size) for c in unique_columns(validation.suite)}
+            release_memory()
+        seconds["id_pass"] = time.perf_counter() - t0
+        merged = MergedValidation(validation.suite)
+        split = _Split(work, outcome)
+        label_sum, label_count = 0.0, 0
+        offset = 0
+        chunk_iter = iter_chunks(parquet, size)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                table = next(chunk_iter, None)
+                if table is None:
+                    break
+                frame = landed_frame(table)
+            except Exception as exc:  # a row group that cannot be decoded
+                return _unreadable(layout, outcome, source, exc)
+            frame.index = range(offset, offset + len(frame))
+            t1 = time.perf_counter()
+            seconds["read"] += t1 - t0
+            result = validation.run(frame)
+            extra = _repeated_elsewhere(validation.suite, result, frame, repeated)
+            merged.add(result, frame, extra)
+            t2 = time.perf_counter()
+            seconds["validate"] += t2 - t1
+            failing = _row_failures(validation.suite, result, suite_specs, extra)
+            label = active_dataset().schema.label
+            if label in frame.columns and frame[label].dtype.kind in "iuf":
+                label_sum += float(frame[label].sum())
+                label_count += int(frame[label].count())
+            split.add(table, frame, failing, offset)
+            offset += len(frame)
+            seconds["split"] += time.perf_counter() - t2
+            del table, frame, result
+            release_memory()
+        t0 = time.perf_counter()
+        gx_result = validation.record(merged, log)
+        seconds["docs"] = time.perf_counter() - t0
+        outcome.seconds = {k: round(v, 4) for k, v in seconds.items()}
+        if label_count:
+            outcome.label_rate = label_sum / label_count
+        _classify(gx_result, suite_specs, outcome)
+        outcome.row_failures = {k: v for k, v in split.row_counts.items() if v}
+        bad = split.quarantined
+        share = bad / outcome.landed_rows if outcome.landed_rows else 0.0
+        if not outcome.batch_failures and share > thresholds.max_bad_share:
+            outcome.batch_failures[f"{SHARE_CHECK}({thresholds.max_bad_share})"] = (
+                f"{bad} of {outcome.landed_rows} rows ({share:.1%}) fail row-level expectations"
+            )
+        if outcome.batch_failures:
+            split.discard()
+            outcome.status = REJECTED
+            _write_report(layout, outcome, gx_result)
+            _quarantine_partition(layout, outcome, source)
+            return outcome
+        t0 = time.perf_counter()
+        split.store(layout)
+        outcome.seconds["split"] = round(outcome.seconds.get("split", 0) + time.perf_counter() - t0, 4)
     _write_report(layout, outcome, gx_result)
     return outcome
 
 
-def _validate(frame: pd.DataFrame, day: date, thresholds: GateThresholds, layout: Layout, log: Any) -> Any:
-    """Run the GX checkpoint (results COMPLETE, with row indices) and publish its Data Docs."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+def _unreadable(layout: Layout, outcome: GateOutcome, source: str, exc: Exception) -> GateOutcome:
+    outcome.status = REJECTED
+    outcome.batch_failures[UNREADABLE] = f"{type(exc).__name__}: {exc}"
+    outcome.docs_uri = ""  # GX cannot run on a file that cannot be read
+    _write_report(layout, outcome, gx_result=None)
+    _quarantine_partition(layout, outcome, source)
+    return outcome
 
-    with tempfile.TemporaryDirectory(prefix="tollgate-gx-") as docs:
-        context = gx.get_context(mode="ephemeral")
-        context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        context.add_data_docs_site(
+
+def _repeated_elsewhere(
+    suite: Any, result: Any, frame: pd.DataFrame, repeated: dict[str, Any]
+) -> dict[int, list[int]]:
+    """Expectation position -> rows of this chunk whose value a uniqueness expectation sees again in
+    another chunk (GX, given one chunk, found the repeats inside it)."""
+    extra: dict[int, list[int]] = {}
+    for position, (expectation, item) in enumerate(
+        zip(suite.expectations, in_suite_order(suite, result), strict=True)
+    ):
+        values = repeated.get(getattr(expectation, "column", None)) if rule(expectation) == "unique" else None
+        if values is None or not len(values) or expectation.column not in frame.columns:
+            continue
+        seen = set((item.result or {}).get("unexpected_index_list") or [])
+        rows = frame.index[
+            frame[expectation.column].isin(values.to_pylist()).to_numpy(dtype=bool, na_value=False)
+        ]
+        found = [int(row) for row in rows if int(row) not in seen]
+        if found:
+            extra[position] = found
+    return extra
+
+
+class _Validation:
+    """One GX context and suite for the partition: ``run`` validates a chunk, ``record`` stores the merged
+    result in GX's results store and builds the Data Docs from it, once per partition."""
+
+    def __init__(self, day: date, thresholds: GateThresholds, layout: Layout):
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.day, self.layout = day, layout
+        self._docs = tempfile.TemporaryDirectory(prefix="tollgate-gx-")
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self.context.add_data_docs_site(
             site_name="tollgate",
             site_config={
                 "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": self._docs.name,
+                },
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             },
         )
-        batch_definition = (
-            context.data_sources.add_pandas("landing")
+        self.batch_definition = (
+            self.context.data_sources.add_pandas("landing")
             .add_dataframe_asset("landing")
             .add_batch_definition_whole_dataframe(f"dt={day.isoformat()}")
         )
-        suite = context.suites.add(build_suite(day, thresholds))
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"ingest dt={day.isoformat()}", data=batch_definition, suite=suite)
-        )
-        checkpoint = context.checkpoints.add(
-            gx.Checkpoint(
-                name="tollgate_ingest_gate",
-                validation_definitions=[definition],
-                actions=[UpdateDataDocsAction(name="data_docs", site_names=["tollgate"])],
-                result_format=RESULT_FORMAT,
-            )
+        self.suite = self.context.suites.add(build_suite(day, thresholds))
+
+    def run(self, frame: pd.DataFrame) -> Any:
+        from great_expectations.validator.v1_validator import Validator
+
+        validator = Validator(
+            batch_definition=self.batch_definition,
+            result_format=RESULT_FORMAT,
+            batch_parameters={"dataframe": frame},
         )
         with _without_batch_fingerprint():
-            result = checkpoint.run(
-                batch_parameters={"dataframe": frame},
-                run_id=RunIdentifier(run_name=f"dt={day.isoformat()}", run_time=datetime.now(UTC)),
+            return validator.validate_expectation_suite(self.suite)
+
+    def record(self, merged: MergedValidation, log: Any) -> Any:
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
+        )
+
+        run_id = RunIdentifier(run_name=f"dt={self.day.isoformat()}", run_time=datetime.now(UTC))
+        result = merged.result(
+            {
+                "run_id": run_id,
+                "validation_time": run_id.run_time,
+                "batch_parameters": {"dataframe": "chunks"},
+            }
+        )
+        suite_id = ExpectationSuiteIdentifier(name=self.suite.name)
+        result_id = ValidationResultIdentifier(
+            batch_identifier=f"dt={self.day.isoformat()}",
+            expectation_suite_identifier=suite_id,
+            run_id=run_id,
+        )
+        try:
+            self.context.validation_results_store.store_validation_results(
+                suite_validation_result=result,
+                suite_validation_result_identifier=result_id,
+                expectation_suite_identifier=suite_id,
             )
-        written = storage.put_tree(docs, layout.docs_dir)
-    log(f"GX Data Docs: {written} files written under {layout.docs_dir}")
-    return next(iter(result.run_results.values()))
+            self.context.build_data_docs(site_names=["tollgate"], resource_identifiers=[result_id, suite_id])
+            written = storage.put_tree(self._docs.name, self.layout.docs_dir)
+        finally:
+            self._docs.cleanup()
+        log(f"GX Data Docs: {written} files written under {self.layout.docs_dir}")
+        return result
 
 
 @contextmanager
@@ -365,36 +494,55 @@ def _without_batch_fingerprint() -> Iterator[None]:
             pandas_execution_engine.HASH_THRESHOLD = saved
 
 
-def _classify(gx_result: Any, suite_specs: list[Spec], outcome: GateOutcome) -> dict[int, list[str]]:
-    """Fill batch/row failures into ``outcome``; return failing row index -> expectation names."""
+def _classify(gx_result: Any, suite_specs: list[Spec], outcome: GateOutcome) -> None:
+    """Fill the batch-level failures (and the expectations GX could not evaluate) into ``outcome``."""
     level_by_name = {spec.name: spec.level for spec in suite_specs}
-    failing: dict[int, list[str]] = {}
     unevaluated: dict[str, str] = {}  # listed after the failures GX could measure
     for item in gx_result.results:
-        config = item.expectation_config
-        name = (config.meta or {}).get("name") or config.type
-        raised = [
-            info.get("exception_message")
-            for info in (item.exception_info or {}).values()
-            if isinstance(info, dict) and info.get("raised_exception")
-        ]
-        if item.exception_info and item.exception_info.get("raised_exception"):
-            raised.append(item.exception_info.get("exception_message"))
         if item.success:
             continue
-        level = level_by_name.get(name, BATCH)
+        name = _name(item)
+        raised = _raised_messages(item)
         if raised:  # e.g. a missing column or a text column compared with numbers: the schema is broken
             unevaluated[name] = f"could not be evaluated: {raised[0]}"
-            continue
-        if level == ROW:
-            indices = item.result.get("unexpected_index_list") or []
-            for index in indices:
-                failing.setdefault(int(index), []).append(name)
-            outcome.row_failures[name] = len(indices)
-        else:
+        elif level_by_name.get(name, BATCH) != ROW:
             outcome.batch_failures[name] = _observed(item.result)
     outcome.batch_failures.update(unevaluated)
+
+
+def _row_failures(
+    suite: Any, result: Any, suite_specs: list[Spec], extra: dict[int, list[int]]
+) -> dict[int, list[str]]:
+    """Failing partition row -> the row-level expectations it fails, in GX's order, from one chunk's GX
+    result (plus the rows ``extra`` adds to an expectation: values repeated in another chunk)."""
+    level_by_name = {spec.name: spec.level for spec in suite_specs}
+    position_of = {expectation.id: position for position, expectation in enumerate(suite.expectations)}
+    failing: dict[int, list[str]] = {}
+    for item in result.results:
+        position = position_of[item.expectation_config.id]
+        name = _name(item)
+        if level_by_name.get(name, BATCH) != ROW or _raised_messages(item):
+            continue
+        indices = [] if item.success else list((item.result or {}).get("unexpected_index_list") or [])
+        for index in [*indices, *extra.get(position, [])]:
+            failing.setdefault(int(index), []).append(name)
     return failing
+
+
+def _name(item: Any) -> str:
+    config = item.expectation_config
+    return (config.meta or {}).get("name") or config.type
+
+
+def _raised_messages(item: Any) -> list[str]:
+    raised = [
+        info.get("exception_message")
+        for info in (item.exception_info or {}).values()
+        if isinstance(info, dict) and info.get("raised_exception")
+    ]
+    if item.exception_info and item.exception_info.get("raised_exception"):
+        raised.append(item.exception_info.get("exception_message"))
+    return raised
 
 
 def _observed(result: dict[str, Any]) -> str:
@@ -406,59 +554,84 @@ def _observed(result: dict[str, Any]) -> str:
     return str(result.get("observed_value"))
 
 
-def _split(
-    table: pa.Table, frame: pd.DataFrame, failing: dict[int, list[str]], layout: Layout, outcome: GateOutcome
-) -> None:
-    """Write the clean rows and the quarantined rows (each with its failed expectations).
+class _Split:
+    """The clean rows and the quarantined rows (each with its failed expectations) of the chunks so far,
+    appended to local Parquet files in row groups; ``store`` puts them in storage once the batch passed.
 
-    The clean rows are filtered and written straight from the Arrow table read from the landed file, cast
-    to the schema's types with the pandas metadata of a frame in those dtypes: the same bytes as writing
-    ``frame[clean].astype(schema)`` through pandas, without converting a million rows back to Arrow.
-    """
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    The clean rows are filtered from the Arrow table read from the landed file, cast to the schema's types
+    with the pandas metadata of a frame in those dtypes: the same bytes as writing ``frame[clean]`` in the
+    schema's dtypes through pandas, without converting the rows back to Arrow."""
 
-    from tollgate.data.generator import to_parquet_bytes
+    def __init__(self, work: str, outcome: GateOutcome):
+        import pandas as pd
+        import pyarrow as pa
 
-    bad = sorted(failing)
-    keep = np.ones(len(frame), dtype=bool)
-    keep[bad] = False
-    columns = dict(active_dataset().schema.columns)
-    target = pa.Schema.from_pandas(
-        pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()}), preserve_index=False
-    )
-    clean = table.filter(pa.array(keep)).select(list(columns)).cast(target)
-    outcome.clean_rows = clean.num_rows
-    outcome.quarantined_rows = len(bad)
-    if outcome.clean_rows + outcome.quarantined_rows != outcome.landed_rows:
-        raise AssertionError(
-            f"Row accounting broken for dt={outcome.partition}: {outcome.clean_rows} clean + "
-            f"{outcome.quarantined_rows} quarantined != {outcome.landed_rows} landed."
+        self.outcome = outcome
+        self.columns = dict(active_dataset().schema.columns)
+        target = pa.Schema.from_pandas(
+            pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in self.columns.items()}),
+            preserve_index=False,
         )
-    sink = io.BytesIO()
-    pq.write_table(clean, sink, compression="snappy")
-    del clean
-    storage.put_new(layout.clean, sink.getvalue())
-    outcome.clean_uri = layout.clean
-    if bad:
-        rows = frame.iloc[bad].copy()
+        self.clean_path = os.path.join(work, "clean.parquet")
+        self.rows_path = os.path.join(work, "rows.parquet")
+        self.clean = RowGroupWriter(self.clean_path, target, compression="snappy")
+        self.rows: RowGroupWriter | None = None
+        self.quarantined = 0
+        self.row_counts: Counter[str] = Counter()
+
+    def add(self, table: pa.Table, frame: pd.DataFrame, failing: dict[int, list[str]], offset: int) -> None:
+        import numpy as np
+        import pandas as pd
+        import pyarrow as pa
+
+        bad = sorted(failing)
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[[row - offset for row in bad]] = False
+        if set(self.columns) <= set(table.column_names):
+            self.clean.write(table.filter(pa.array(keep)).select(list(self.columns)))
+        if not bad:
+            return
+        rows = frame.loc[bad].copy()
         rows.insert(0, SOURCE_ROW_COLUMN, pd.array(bad, dtype="int64"))
         rows[REASONS_COLUMN] = [failing[i] for i in bad]
-        outcome.status = QUARANTINED_ROWS
-        outcome.quarantine_uri = storage.join(layout.quarantine_dir, "rows.parquet")
-        storage.put_new(outcome.quarantine_uri, to_parquet_bytes(rows.reset_index(drop=True)))
-        _write_reasons(layout, outcome, Counter(name for names in failing.values() for name in names))
+        quarantined = pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False)
+        if self.rows is None:
+            self.rows = RowGroupWriter(self.rows_path, quarantined.schema, compression="snappy")
+        self.rows.write(quarantined)
+        self.quarantined += len(bad)
+        self.row_counts.update(name for names in failing.values() for name in names)
+
+    def discard(self) -> None:
+        self.clean.close()
+        if self.rows is not None:
+            self.rows.close()
+
+    def store(self, layout: Layout) -> None:
+        outcome = self.outcome
+        self.discard()
+        outcome.clean_rows = self.clean.rows
+        outcome.quarantined_rows = self.quarantined
+        if outcome.clean_rows + outcome.quarantined_rows != outcome.landed_rows:
+            raise AssertionError(
+                f"Row accounting broken for dt={outcome.partition}: {outcome.clean_rows} clean + "
+                f"{outcome.quarantined_rows} quarantined != {outcome.landed_rows} landed."
+            )
+        storage.put_file_new(layout.clean, self.clean_path)
+        outcome.clean_uri = layout.clean
+        if self.quarantined:
+            outcome.status = QUARANTINED_ROWS
+            outcome.quarantine_uri = storage.join(layout.quarantine_dir, "rows.parquet")
+            storage.put_file_new(outcome.quarantine_uri, self.rows_path)
+            _write_reasons(layout, outcome, self.row_counts)
 
 
-def _quarantine_partition(layout: Layout, outcome: GateOutcome, data: bytes) -> None:
+def _quarantine_partition(layout: Layout, outcome: GateOutcome, source: str) -> None:
     """Keep the whole landed file, unchanged, next to the reasons it was rejected."""
     landing_file = active_dataset().schema.landing_file
     outcome.quarantine_uri = storage.join(layout.quarantine_dir, "partition", landing_file)
     outcome.quarantined_rows = max(outcome.landed_rows, 0)
     outcome.clean_rows = 0
-    storage.put_new(outcome.quarantine_uri, data)
+    storage.copy_new(source, outcome.quarantine_uri)
     _write_reasons(layout, outcome, Counter())
 
 
@@ -490,18 +663,6 @@ def _write_report(layout: Layout, outcome: GateOutcome, gx_result: Any) -> None:
 
 
 def _trimmed(gx_result: Any) -> dict[str, Any]:
-    """GX results with per-row lists cut to a sample (the full lists live in the quarantine file).
-
-    The lists are cut on the result objects *before* GX converts them to JSON: converting (and deep
-    copying) every failing row's value and index only to drop all but a sample cost more than the rest
-    of the report. Call after ``_classify`` has read the full index lists.
-    """
-    for item in gx_result.results:
-        result = item.result or {}
-        for key in ("unexpected_list", "unexpected_index_list", "partial_unexpected_index_list"):
-            values = result.get(key)
-            if isinstance(values, list) and len(values) > _TRIM:
-                result[key] = values[:_TRIM]
-                result[f"{key}_truncated_from"] = len(values)
-        result.pop("unexpected_index_query", None)
+    """GX results as JSON; the merge already cut per-row lists to a sample (the full lists live in the
+    quarantine file) and noted each list's length beside it."""
     return gx_result.to_json_dict()

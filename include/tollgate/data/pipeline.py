@@ -33,6 +33,7 @@ SETTING_NAMES = (
     "tollgate_label_rate",
     "tollgate_simulate_upstream",
     "tollgate_simulated_rows",
+    "tollgate_gate_chunk_rows",
 )
 
 
@@ -64,6 +65,7 @@ class IngestSettings:
     thresholds: GateThresholds
     simulate_upstream: bool
     simulated_rows: int
+    chunk_rows: int = 500_000  # rows the gate and the curated window hold at once (0: whole partition)
 
     @classmethod
     def from_variables(cls, get: Callable[[str], str]) -> IngestSettings:
@@ -75,6 +77,7 @@ class IngestSettings:
             window_days = int(raw["tollgate_window_days"])
             max_share = float(raw["tollgate_quarantine_max_share"])
             rows = int(raw["tollgate_simulated_rows"])
+            chunk_rows = int(raw["tollgate_gate_chunk_rows"])
         except ValueError as exc:
             raise ValueError(
                 f"A data-stage Variable is not a number: {exc}. See config.VARIABLE_DEFAULTS."
@@ -99,6 +102,7 @@ class IngestSettings:
             ),
             simulate_upstream=simulate == "true" or (simulate == "auto" and not storage.is_remote(landing)),
             simulated_rows=rows,
+            chunk_rows=chunk_rows,
         )
 
 
@@ -195,7 +199,12 @@ def ensure_landed(
 def gate(settings: IngestSettings, partition: str, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the validation gate; raises ``tollgate.data.gate.BatchRejected`` on a rejected batch."""
     outcome: GateOutcome = run_gate(
-        settings.landing_uri, settings.storage_root, partition, settings.thresholds, log=log
+        settings.landing_uri,
+        settings.storage_root,
+        partition,
+        settings.thresholds,
+        log=log,
+        chunk_rows=settings.chunk_rows,
     )
     return outcome.as_dict()
 
@@ -204,7 +213,12 @@ def version(
     settings: IngestSettings, outcome: Mapping[str, Any], log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Publish the curated window ending at the gated partition as a DVC version; returns its extra."""
-    repo = DataRepo(settings.data_repo, settings.dvc_remote, window_days=settings.window_days)
+    repo = DataRepo(
+        settings.data_repo,
+        settings.dvc_remote,
+        window_days=settings.window_days,
+        chunk_rows=settings.chunk_rows,
+    )
     result = repo.publish(
         outcome["partition"],
         outcome["clean_uri"],

@@ -22,7 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -109,7 +112,7 @@ def _git(repo: Path, *args: str, check: bool = True) -> str:
 class DataRepo:
     """The data repository at ``path`` (a local folder / shared volume) with DVC remote ``remote``."""
 
-    def __init__(self, path: str | Path, remote: str, window_days: int = 7):
+    def __init__(self, path: str | Path, remote: str, window_days: int = 7, chunk_rows: int | None = None):
         if storage.is_remote(str(path)):
             raise VersioningError(
                 f"Data repository {path} must be a folder this worker can write (a local path or a "
@@ -122,6 +125,7 @@ class DataRepo:
         self.path = Path(path).expanduser().resolve()
         self.remote = remote if storage.is_remote(remote) else str(Path(remote).expanduser().resolve())
         self.window_days = window_days
+        self.chunk_rows = chunk_rows  # rows held at once while the window is built (None: the default)
 
     # ---- set-up -----------------------------------------------------------------------------
     def lock(self) -> Any:
@@ -198,13 +202,17 @@ class DataRepo:
         log: Any = print,
     ) -> DatasetVersion:
         """Version the curated window ending at ``partition`` (clean rows at ``clean_uri``)."""
+        import tempfile
+
         day = parse_day(partition)
-        new_bytes = storage.read_bytes(clean_uri)
-        with self.lock():
+        with self.lock(), tempfile.TemporaryDirectory(prefix="tollgate-curate-") as work:
             self.ensure()
-            window = self._window(day, new_bytes)
-            curated = _curate([data for _dt, data in window])
-            content_hash = storage.sha256(curated)
+            new_file = Path(work) / "partition.parquet"
+            _fetch(clean_uri, new_file)
+            window = self._window(day, new_file)
+            curated = Path(work) / "curated.parquet"
+            curate([file for _dt, file in window], curated, self.chunk_rows)
+            content_hash = storage.sha256_of(str(curated))
             existing = self._existing(day.isoformat(), content_hash)
             if existing:
                 log(f"Unchanged content for dt={day}: existing version {existing['tag']} ({existing['rev']})")
@@ -214,8 +222,8 @@ class DataRepo:
                 return self._version(adopted, created=True)
             return self._commit(day, window, curated, content_hash, quarantined_rows, gate or {}, log)
 
-    def _window(self, day: date, new_bytes: bytes) -> list[tuple[str, bytes]]:
-        """(dt, clean parquet bytes) of the window's days that have clean data, oldest first."""
+    def _window(self, day: date, new_file: Path) -> list[tuple[str, Path]]:
+        """(dt, clean Parquet file) of the window's days that have clean data, oldest first."""
         days = [(day - timedelta(days=offset)).isoformat() for offset in range(self.window_days - 1, -1, -1)]
         missing = [
             str(self.path / PARTITIONS_DIR / f"dt={dt}.parquet")
@@ -230,25 +238,25 @@ class DataRepo:
         for dt in days[:-1]:
             file = self.path / PARTITIONS_DIR / f"dt={dt}.parquet"
             if file.exists():
-                window.append((dt, file.read_bytes()))
-        window.append((day.isoformat(), new_bytes))
+                window.append((dt, file))
+        window.append((day.isoformat(), new_file))
         return window
 
     def _commit(
         self,
         day: date,
-        window: list[tuple[str, bytes]],
-        curated: bytes,
+        window: list[tuple[str, Path]],
+        curated: Path,
         content_hash: str,
         quarantined_rows: int,
         gate: dict[str, Any],
         log: Any,
     ) -> DatasetVersion:
         partition_rel = f"{PARTITIONS_DIR}/dt={day.isoformat()}.parquet"
-        (self.path / partition_rel).write_bytes(window[-1][1])
+        shutil.copyfile(window[-1][1], self.path / partition_rel)
         curated_path = _schema().curated_path
         (self.path / curated_path).parent.mkdir(parents=True, exist_ok=True)
-        (self.path / curated_path).write_bytes(curated)
+        shutil.copyfile(curated, self.path / curated_path)
         rows = _rows(curated)
         later = [m["partition"] for m in self.versions() if m["partition"] > day.isoformat()]
         if later:
@@ -363,25 +371,111 @@ def _schema() -> DatasetSchema:
     return extensions.active().dataset.schema
 
 
-def _rows(parquet: bytes) -> int:
-    import io
-
+def _rows(parquet: Path) -> int:
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(io.BytesIO(parquet)).metadata.num_rows
+    return pq.ParquetFile(parquet).metadata.num_rows
 
 
-def _curate(partitions: list[bytes]) -> bytes:
-    """The curated Parquet of clean partitions: schema dtypes, ordered by time then event id."""
-    import io
+def _fetch(uri: str, local: Path) -> None:
+    """Copy the object at ``uri`` to the local file ``local``, in blocks."""
+    fs, path = storage.filesystem(uri)
+    if not fs.exists(path):
+        raise storage.StorageError(f"No object at {uri}.")
+    fs.get_file(path, str(local))
 
+
+def curate(partitions: list[Path], out: Path, chunk_rows: int | None = None) -> None:
+    """Write the curated Parquet of clean partitions to ``out``: schema dtypes, ordered by time then row id.
+
+    The bytes are those of sorting the concatenated partitions (stable: equal keys keep their order) and
+    writing them in one ``write_table`` call, but at most about ``chunk_rows`` rows are held at once (a
+    distribution sort): the time range is cut into buckets of at most ``chunk_rows`` rows from a histogram
+    of the time column, each partition is read chunk by chunk and its rows appended to their bucket's
+    temporary file, then the buckets are sorted one at a time, oldest first, and written out in row groups
+    (``chunks.RowGroupWriter``). A bucket is larger than ``chunk_rows`` only when more rows than that share
+    one histogram bin (1/4096 of the time range). Rows without a time come last, as pandas sorts them.
+    """
+    import numpy as np
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
-    from tollgate.data.generator import to_parquet_bytes
+    from tollgate.data.chunks import RowGroupWriter, chunk_size, iter_chunks
 
-    frames = [pd.read_parquet(io.BytesIO(data)) for data in partitions]
     schema = _schema()
     columns = dict(schema.columns)
-    curated = pd.concat(frames, ignore_index=True)[list(columns)].astype(columns)
-    curated = curated.sort_values([schema.timestamp, schema.row_id], kind="stable").reset_index(drop=True)
-    return to_parquet_bytes(curated)
+    target = pa.Schema.from_pandas(
+        pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()}), preserve_index=False
+    )
+    files = [pq.ParquetFile(p) for p in partitions]
+    total = sum(f.metadata.num_rows for f in files)
+    size = chunk_size(chunk_rows, total)
+    sort_keys = [(schema.timestamp, "ascending", "at_end"), (schema.row_id, "ascending", "at_end")]
+
+    def chunks(columns_: list[str] | None = None):
+        for file in files:
+            yield from iter_chunks(file, size, columns_)
+
+    def times(table: pa.Table) -> np.ndarray:
+        stamps = table.column(schema.timestamp).cast(target.field(schema.timestamp).type)
+        return pc.fill_null(stamps.cast(pa.int64()), np.iinfo(np.int64).max).to_numpy()
+
+    def sorted_rows(table: pa.Table) -> pa.Table:
+        return table.take(pc.sort_indices(table, sort_keys=sort_keys))
+
+    writer = RowGroupWriter(str(out), target, compression="snappy")
+    try:
+        if total <= size:  # the whole window fits one chunk
+            window = [t.select(list(columns)).cast(target) for t in chunks()]
+            writer.write(sorted_rows(pa.concat_tables(window)))
+            return
+        edges = _bucket_edges(lambda: (times(t) for t in chunks([schema.timestamp])), size)
+        with tempfile.TemporaryDirectory(prefix="tollgate-buckets-", dir=out.parent) as work:
+            buckets: dict[int, Any] = {}
+            for table in chunks():
+                table = table.select(list(columns)).cast(target)
+                bucket_of = np.searchsorted(edges, times(table), side="right")
+                order = np.argsort(bucket_of, kind="stable")
+                ids, starts = np.unique(bucket_of[order], return_index=True)
+                for bucket, begin, end in zip(ids, starts, [*starts[1:], len(order)], strict=True):
+                    if bucket not in buckets:
+                        buckets[bucket] = pq.ParquetWriter(os.path.join(work, f"{bucket}.parquet"), target)
+                    buckets[bucket].write_table(table.take(pa.array(order[begin:end])))
+            for bucket in sorted(buckets):
+                buckets[bucket].close()
+                part = pq.read_table(os.path.join(work, f"{bucket}.parquet"))
+                writer.write(sorted_rows(part))
+                del part
+    finally:
+        writer.close()
+
+
+def _bucket_edges(stamps: Callable[[], Iterator[Any]], size: int, bins: int = 4096) -> Any:
+    """Upper time bounds (exclusive) of buckets of at most ``size`` rows, from a histogram of the time
+    column (``stamps()`` yields it chunk by chunk as int64 microseconds, nulls as int64 max: those fall
+    after the last bound, in a bucket of their own). Two passes: the range, then the histogram."""
+    import numpy as np
+
+    null = np.iinfo(np.int64).max
+    low, high = null, -null
+    for chunk in stamps():
+        present = chunk[chunk != null]
+        if len(present):
+            low, high = min(low, int(present.min())), max(high, int(present.max()))
+    if low > high:  # no time at all
+        return np.asarray([0], dtype=np.int64)
+    bounds = np.linspace(low, high + 1, bins + 1).astype(np.int64)
+    bounds[-1] = high + 1
+    counts = np.zeros(bins, dtype=np.int64)
+    for chunk in stamps():
+        counts += np.histogram(chunk[chunk != null], bins=bounds)[0]
+    edges, filled = [], 0
+    for lower, count in zip(bounds[:-1], counts, strict=True):
+        if filled and filled + count > size:
+            edges.append(lower)
+            filled = 0
+        filled += count
+    edges.append(high + 1)
+    return np.asarray(edges, dtype=np.int64)
