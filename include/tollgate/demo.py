@@ -234,10 +234,11 @@ class Demo:
                 "  stages: "
                 + ", ".join(f"{stage} {verdict}" for stage, verdict in rollout["verdicts"].items())
             )
+            known_watches = {r.dag_run_id for r in self.runs(WATCH)}  # the promotion's watch is a new run
             self.approve(good["promote_run"].dag_run_id, "demo: offline, shadow and canary gates passed")
             rounds.append(good)
             self.laps.lap("good challenger")
-            self.wait_watch_replayed()
+            self.wait_watch_replayed(known_watches)
             say("Stage 5: a slower model (Param quality=slow: its signed files add 40 ms to its predict)")
             slow = self.train({"quality": "slow"}, "slow model")
             self.summary["slow"] = slow
@@ -283,25 +284,24 @@ class Demo:
         promoted = self.admin.wait_for_run(PROMOTE, run_id, timeout=600)
         say(f"  {PROMOTE}: {promoted.state.value}")
 
-    def wait_watch_replayed(self, timeout: float = 120) -> None:
-        """Wait until the new champion's watch has sent its replayed requests (``plan_watch`` ended).
+    def wait_watch_replayed(self, known: set[str], timeout: float = 120) -> None:
+        """Wait until the new champion's watch (a run not in ``known``) has sent its replayed requests
+        (``plan_watch`` ended).
 
         The watch compares their latencies with those the previous champion showed: a training started
         beside them (torch on the same 2 cores) would slow the router for them alone, and the watch would
         roll back a good champion. Its wait and judgement still run beside the next round."""
         deadline = time.monotonic() + timeout
+        run = self.wait_new_run(WATCH, known, timeout=timeout)
         while time.monotonic() < deadline:
-            runs = self.runs(WATCH)
-            if runs:
-                newest = max(runs, key=lambda r: r.run_after)
-                try:
-                    ti = self.admin.task_instances.get_task_instance(WATCH, newest.dag_run_id, "plan_watch")
-                except NotFoundException:
-                    ti = None
-                state = getattr(ti.state, "value", ti.state) if ti is not None else None
-                if state in ("success", "skipped", "failed"):
-                    say(f"  {WATCH} sent its traffic to the new champion; its wait and verdict go on beside")
-                    return
+            try:
+                ti = self.admin.task_instances.get_task_instance(WATCH, run.dag_run_id, "plan_watch")
+            except NotFoundException:
+                ti = None
+            state = getattr(ti.state, "value", ti.state) if ti is not None else None
+            if state in ("success", "skipped", "failed"):
+                say(f"  {WATCH} sent its traffic to the new champion; its wait and verdict go on beside")
+                return
             time.sleep(0.5)
         say(f"  {WATCH} has not replayed its traffic after {timeout:.0f} s: going on")
 
