@@ -72,10 +72,27 @@ def say(text: str) -> None:
     print(f"[{datetime.now().strftime('%H:%M:%S')}] {text}", flush=True)
 
 
+class Laps:
+    """Where the demo's time went: each phase's seconds since the previous phase ended."""
+
+    def __init__(self, started: float | None = None):
+        self.last = time.monotonic() if started is None else started
+        self.phases: list[tuple[str, float]] = []
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        self.phases.append((phase, now - self.last))
+        self.last = now
+
+    def line(self) -> str:
+        return "Phase times: " + ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in self.phases)
+
+
 class Demo:
-    def __init__(self, stack: LocalStack, example: str = "ctr"):
+    def __init__(self, stack: LocalStack, example: str = "ctr", laps: Laps | None = None):
         self.stack = stack
         self.example = example
+        self.laps = laps or Laps()
         self.admin = AirflowClient(stack.airflow_url, "admin", stack.passwords()["admin"])
         self.summary: dict[str, Any] = {}
 
@@ -185,6 +202,7 @@ class Demo:
         yesterday = datetime.now(UTC).date() - timedelta(days=1)
         days = [yesterday - timedelta(days=2), yesterday - timedelta(days=1), yesterday]
         self.ingest(days)
+        self.laps.lap("ingest")
 
         for dag_id in (PROMOTE, WATCH):
             self.admin.wait_for_dag(dag_id)
@@ -202,6 +220,7 @@ class Demo:
         say(f"Stage 3: {PROMOTE} run {first['promote_run'].dag_run_id} (scheduled by the challenger Asset)")
         self.approve(first["promote_run"].dag_run_id, "demo: gates passed")
         rounds = [first]
+        self.laps.lap("first model")
 
         # The same Params: training is deterministic, so an equally good model (another seed can land just
         # past the offline gate's allowed AUC drop on a given day's data).
@@ -215,26 +234,33 @@ class Demo:
                 "  stages: "
                 + ", ".join(f"{stage} {verdict}" for stage, verdict in rollout["verdicts"].items())
             )
+            known_watches = {r.dag_run_id for r in self.runs(WATCH)}  # the promotion's watch is a new run
             self.approve(good["promote_run"].dag_run_id, "demo: offline, shadow and canary gates passed")
             rounds.append(good)
+            self.laps.lap("good challenger")
+            self.wait_watch_replayed(known_watches)
             say("Stage 5: a slower model (Param quality=slow: its signed files add 40 ms to its predict)")
             slow = self.train({"quality": "slow"}, "slow model")
             self.summary["slow"] = slow
             ended = self.admin.wait_for_run(PROMOTE, slow["promote_run"].dag_run_id, timeout=900)
             say(f"  {PROMOTE}: {ended.state.value}, rolled back by the canary analysis without asking anyone")
+            self.laps.lap("slow challenger")
             self.summary["watch"] = self.watch_verdict()
             say(f"  {WATCH} of the new champion: {self.summary['watch']}")
+            self.laps.lap("watch")
         else:
             # another example's model is not the one the router serves: no live stages for it
             say(f"  no shadow or canary for this example: {rollout.get('note', 'no rollout')}")
             ended = self.admin.wait_for_run(PROMOTE, good["promote_run"].dag_run_id, timeout=900)
             say(f"  {PROMOTE}: {ended.state.value}")
+            self.laps.lap("second model")
 
         say("Stage 6: a deliberately worse model (Param quality=degraded)")
         second = self.train({"quality": "degraded", "seed": 7}, "degraded model")
         self.summary["second"] = second
         rejected = self.admin.wait_for_run(PROMOTE, second["promote_run"].dag_run_id, timeout=900)
         say(f"  {PROMOTE}: {rejected.state.value}")
+        self.laps.lap("degraded model")
         self.summary["approved"] = rounds
 
         from tollgate.evaluation.promotion import alias_version
@@ -257,6 +283,27 @@ class Demo:
         answer_approval(approver, PROMOTE, run_id, "Approve", comment)
         promoted = self.admin.wait_for_run(PROMOTE, run_id, timeout=600)
         say(f"  {PROMOTE}: {promoted.state.value}")
+
+    def wait_watch_replayed(self, known: set[str], timeout: float = 120) -> None:
+        """Wait until the new champion's watch (a run not in ``known``) has sent its replayed requests
+        (``plan_watch`` ended).
+
+        The watch compares their latencies with those the previous champion showed: a training started
+        beside them (torch on the same 2 cores) would slow the router for them alone, and the watch would
+        roll back a good champion. Its wait and judgement still run beside the next round."""
+        deadline = time.monotonic() + timeout
+        run = self.wait_new_run(WATCH, known, timeout=timeout)
+        while time.monotonic() < deadline:
+            try:
+                ti = self.admin.task_instances.get_task_instance(WATCH, run.dag_run_id, "plan_watch")
+            except NotFoundException:
+                ti = None
+            state = getattr(ti.state, "value", ti.state) if ti is not None else None
+            if state in ("success", "skipped", "failed"):
+                say(f"  {WATCH} sent its traffic to the new champion; its wait and verdict go on beside")
+                return
+            time.sleep(0.5)
+        say(f"  {WATCH} has not replayed its traffic after {timeout:.0f} s: going on")
 
     def watch_verdict(self, timeout: float = 300) -> str:
         """The verdict of the newest watch_champion run (the watch of the last promotion)."""
@@ -301,6 +348,7 @@ def print_summary(demo: Demo, seconds: float) -> None:
         "",
         "=" * 78,
         f"Tollgate demo finished in {seconds:.0f} s",
+        demo.laps.line(),
         "=" * 78,
         "Dataset versions (DVC):",
         *[f"  {v}" for v in s["dataset_versions"]],
@@ -418,6 +466,7 @@ def _state_of(stack: LocalStack, admin: AirflowClient, example: str = "ctr") -> 
 
 def main() -> int:
     started = time.monotonic()
+    laps = Laps(started)
     stack = stack_for(os.environ.get("TOLLGATE_PROFILE") or "default")
     if isinstance(stack, DistributedStack):  # MLflow's account and the S3 endpoint for this process
         os.environ.update(stack.client_env())
@@ -439,7 +488,8 @@ def main() -> int:
         print(f"ERROR: {error}", file=sys.stderr)
         return 2
     say(f"Example: {example} (make demo EXAMPLE=<name>; env TOLLGATE_EXAMPLE)")
-    demo = Demo(stack, example)
+    laps.lap("platform up")
+    demo = Demo(stack, example, laps)
     found = _state_of(stack, demo.admin, example)
     if found:
         print(f"ERROR: {refusal(found, str(stack.home))}", file=sys.stderr)

@@ -27,7 +27,7 @@ from tollgate.evaluation.rollout_stages import (
     rollout_gate,
     start_stage,
 )
-from tollgate.evaluation.rollout_wait import DEADLINE, ENDED, READY, RolloutCountersTrigger
+from tollgate.evaluation.rollout_wait import DEADLINE, ENDED, READY, RolloutCountersTrigger, settle_inline
 from tollgate.extensions import TaskType
 from tollgate.serving.admin_client import RouterAdmin
 
@@ -140,3 +140,47 @@ def test_a_rollout_ended_under_the_wait_is_a_fail(world):
     assert event["outcome"] == ENDED and record["verdict"] == FAIL
     assert "guardrail-like abort" in record["reasons"][0]
     assert champion_only(world)
+
+
+def test_a_replayed_stage_is_settled_in_the_task_and_a_quiet_one_is_left_to_the_trigger(world):
+    """After its own replay a stage's counters settle within seconds: the task reads them itself instead of
+    deferring. Without traffic the same read gives up after its bound (the task then defers)."""
+    rollout_id = f"inline-{time.time_ns()}"
+    started = start_stage(
+        world["plan"], "canary_25", rollout_id, world["versions"]["same"], "test", world["rows"], "clicked",
+        world["router"].storage_root, admin=world["admin"],
+    )  # fmt: skip
+    event = settle_inline(started, 10.0, admin=world["admin"])
+    assert event is not None and event["outcome"] == READY, event
+    assert (
+        event["progress"]["challenger"] >= 30
+        and event["progress"]["log_rows"] >= event["progress"]["requests"]
+    )
+    record = analyse_stage(
+        world["plan"], started, event, TaskType.BINARY, world["router"].storage_root, world["admin"]
+    )
+    assert record["verdict"] == PASS and record["wait"] == READY, record["reasons"]
+
+    quiet = replace(world["plan"], replay=False, stage_deadline_s=60.0)
+    quiet_id = f"quiet-inline-{time.time_ns()}"
+    started = start_stage(
+        quiet, "canary_5", quiet_id, world["versions"]["same"], "test", admin=world["admin"]
+    )
+    began = time.monotonic()
+    assert settle_inline(started, 1.0, admin=world["admin"]) is None
+    assert time.monotonic() - began < 5
+    end_rollout(quiet, started["rollout_id"], world["admin"])
+    assert champion_only(world)
+
+
+def test_a_deferred_stage_s_trigger_holds_its_event_until_fire_after(world):
+    """A trigger never fires sooner than ``fire_after`` (the operator sets it MIN_DEFERRAL_S after deferring:
+    Airflow 3.3 fails a task resumed before the scheduler saw its deferring try exit)."""
+    plan = replace(world["plan"], replay=False, stage_deadline_s=30.0)
+    started = start_stage(plan, "canary_5", f"held-{time.time_ns()}", world["versions"]["same"], "test",
+                          admin=world["admin"])  # fmt: skip
+    world["admin"].abort("ended at once: the trigger's outcome is known at its first look")
+    began = time.time()
+    event = wait({**started, "fire_after": began + 2.0})
+    assert event["outcome"] == ENDED and time.time() - began >= 2.0
+    assert event["at"] < began + 1.5  # decided at the first look, only held back

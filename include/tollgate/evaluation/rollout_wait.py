@@ -4,6 +4,13 @@ The triggerer only reads ``/metrics`` and ``/status`` (two small GETs per poll, 
 it fires when the stage has its samples (requests per arm, or successful shadow pairs), the prediction
 log has flushed them (the log's row counter caught up), and the labels have matured; or when the rollout
 was ended under it (guardrail, lease, an admin); or at the deadline. The worker then runs the analysis.
+
+A stage that replayed its own traffic (the local platform) has sent every request before it would defer:
+what is left is the log's flush and the labels' delay, seconds. It reads the same counters in the task for
+up to ``SETTLE_INLINE_S`` instead of deferring: a deferral round trip costs seconds of scheduling, and a
+trigger firing within seconds of its deferral meets a race in Airflow 3.3's scheduler (the deferring try's
+late "success" from the executor makes it fail the resumed task: apache/airflow#67287, #72716). For the
+same reason a deferred stage's trigger never fires sooner than ``MIN_DEFERRAL_S`` after the deferral.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from airflow.sdk import BaseOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 READY, DEADLINE, ENDED = "ready", "deadline", "ended"
+SETTLE_INLINE_S = 20.0  # a replayed stage's tail (log flush, labels, shadow predictions) is read in the task
+MIN_DEFERRAL_S = 6.0  # a trigger holds its event this long after the deferral (see the docstring)
 
 
 def progress(baseline: dict[str, float], now: dict[str, float]) -> dict[str, float]:
@@ -38,6 +47,27 @@ def stage_outcome(
     if enough and flushed and at >= stage["labels_at"]:
         return READY
     return DEADLINE if at >= stage["deadline"] else None
+
+
+def settle_inline(
+    stage: dict[str, Any], seconds: float, poll_s: float = 0.25, admin: Any = None
+) -> dict[str, Any] | None:
+    """The wait's event when the stage's outcome comes within ``seconds``, read in the task from the same
+    counters the trigger reads; None when it does not (then the task defers as usual)."""
+    from tollgate.serving.admin_client import RouterAdmin
+
+    admin = admin or RouterAdmin(stage["router_url"], timeout=10)
+    until = time.time() + seconds
+    while True:
+        now = time.time()
+        counts, rollout = admin.counters(), admin.status()["rollout"]
+        outcome = stage_outcome(stage, counts, rollout, now)
+        if outcome is not None:
+            progress_now = progress(stage["baseline"], counts)
+            return {"outcome": outcome, "progress": progress_now, "rollout": rollout, "at": now, "error": ""}
+        if now + poll_s > until:
+            return None
+        time.sleep(poll_s)
 
 
 class RolloutCountersTrigger(BaseTrigger):
@@ -75,6 +105,8 @@ class RolloutCountersTrigger(BaseTrigger):
                     counts, rollout = {}, {}
                     outcome = DEADLINE if now >= self.stage["deadline"] else None
                 if outcome is not None:
+                    # never sooner than MIN_DEFERRAL_S after the deferral (``fire_after``; see the docstring)
+                    await asyncio.sleep(max(0.0, float(self.stage.get("fire_after", 0.0)) - time.time()))
                     yield TriggerEvent(
                         {
                             "outcome": outcome,
@@ -131,6 +163,12 @@ class RolloutStageOperator(BaseOperator):
             self.stage, plan.router_url, started["mode"], started["replayed"], started["need"],
             started["deadline"] - time.time(),
         )  # fmt: skip
+        if started["replayed"]:  # its own traffic is in: the rest is seconds (see the module docstring)
+            event = settle_inline(started, SETTLE_INLINE_S)
+            if event is not None:
+                self.log.info("stage %s: %s without deferring", self.stage, event["outcome"])
+                return self.execute_complete(context, event, started)
+        started = {**started, "fire_after": time.time() + MIN_DEFERRAL_S}
         self.defer(
             trigger=RolloutCountersTrigger(started, started["poll_s"]),
             method_name="execute_complete",

@@ -154,7 +154,7 @@ class AirflowClient:
                 return run
             if time.monotonic() > deadline:
                 raise TimeoutError(f"run {dag_id}/{run_id} still {run.state.value} after {timeout:.0f} s")
-            time.sleep(1)
+            time.sleep(0.5)
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         """A task's XCom value as Python data (the API may hand back the stored JSON as text)."""

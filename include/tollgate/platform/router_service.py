@@ -34,6 +34,11 @@ def router_env(home: Path, port: int, mlflow_url: str, base: Mapping[str, str]) 
     env.setdefault("TOLLGATE_TRUSTED_PUBLIC_KEYS", str(home / "keys" / DEV_PUBLIC_KEY))
     env.setdefault("TOLLGATE_DECISION_PUBLIC_KEYS", str(home / "keys" / DEV_DECISION_PUBLIC_KEY))
     env.setdefault("TOLLGATE_STORAGE_ROOT", str(home / "storage"))
+    # The rollout stages wait for the prediction log to hold their requests: a local router flushes it
+    # every second (the router's own default is 5 s), so a replayed stage is judged seconds sooner.
+    env.setdefault("TOLLGATE_ROUTER_LOG_FLUSH_SECONDS", "1")
+    # A new champion is served within 2 s of its promotion (the router's own default looks every 10 s).
+    env.setdefault("TOLLGATE_ROUTER_ALIAS_POLL_SECONDS", "2")
     env.update(
         {
             "TOLLGATE_HOME": str(home),
