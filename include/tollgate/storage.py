@@ -22,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tollgate_torch import folder as _blobs
 
@@ -105,16 +106,13 @@ def list_dir(uri: str) -> list[str]:
     return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
 
 
-def put_new(uri: str, data: bytes) -> bool:
-    """Write ``data`` at ``uri`` unless it is already there.
-
-    Returns True when written, False when identical bytes were already stored; raises
-    StorageError instead of replacing different bytes (nothing is ever overwritten).
-    """
+def _new_object(uri: str, identical: Callable[[], bool]) -> tuple[Any, str, str] | None:
+    """(filesystem, path, parent folder) to write a new object at ``uri``, the folder made; None when
+    ``identical()`` says the same bytes are already stored there; StorageError when other bytes are."""
     fs, path = filesystem(uri)
     if fs.exists(path):
-        if sha256(fs.cat_file(path)) == sha256(data):
-            return False
+        if identical():
+            return None
         raise StorageError(
             f"Refusing to overwrite {uri}: an object with different content is already stored there. "
             "Stored data is immutable; write under a new key instead."
@@ -122,6 +120,19 @@ def put_new(uri: str, data: bytes) -> bool:
     parent = posixpath.dirname(path) if is_remote(uri) else os.path.dirname(path)
     if parent:
         fs.makedirs(parent, exist_ok=True)
+    return fs, path, parent
+
+
+def put_new(uri: str, data: bytes) -> bool:
+    """Write ``data`` at ``uri`` unless it is already there.
+
+    Returns True when written, False when identical bytes were already stored; raises
+    StorageError instead of replacing different bytes (nothing is ever overwritten).
+    """
+    target = _new_object(uri, lambda: sha256_of(uri) == sha256(data))
+    if target is None:
+        return False
+    fs, path, _ = target
     if is_remote(uri):
         fs.pipe_file(path, data)
     else:
@@ -144,17 +155,10 @@ def put_file_new(uri: str, local_path: str) -> bool:
     import shutil
     import tempfile
 
-    fs, path = filesystem(uri)
-    if fs.exists(path):
-        if sha256_of(uri) == sha256_of(local_path):
-            return False
-        raise StorageError(
-            f"Refusing to overwrite {uri}: an object with different content is already stored there. "
-            "Stored data is immutable; write under a new key instead."
-        )
-    parent = posixpath.dirname(path) if is_remote(uri) else os.path.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
+    target = _new_object(uri, lambda: sha256_of(uri) == sha256_of(local_path))
+    if target is None:
+        return False
+    fs, path, parent = target
     if is_remote(uri):
         fs.put_file(local_path, path)
         return True
