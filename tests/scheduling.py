@@ -41,6 +41,8 @@ def rank(scope: str) -> int:
     """Where a module (its scope: a path relative to the rootdir) comes in the hand-out order."""
     path = scope.split("::", 1)[0]
     return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -42,9 +42,7 @@ def example_imports(source: str) -> list[str]:
 def test_no_dag_file_or_core_module_imports_an_example():
     assert len(CORE) > 50  # the walk found the DAGs and the library
     offenders = {
-        str(path.relative_to(REPO)): names
-        for path in CORE
-        if (names := example_imports(path.read_text()))
+        str(path.relative_to(REPO)): names for path in CORE if (names := example_imports(path.read_text()))
     }
     assert offenders == {}, (
         f"These core files import example code: {offenders}. Load the example through "

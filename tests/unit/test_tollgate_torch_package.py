@@ -97,8 +97,18 @@ def test_helper_runs_with_only_torch_and_fsspec():
 
 def test_wheel_declares_only_torch_and_fsspec(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
-         str(REPO / "packages" / "tollgate-torch")],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(REPO / "packages" / "tollgate-torch"),
+        ],
         check=True,
         capture_output=True,
         timeout=180,
