@@ -16,7 +16,6 @@ A rejected batch raises ``BatchRejected`` naming the failed expectations and whe
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
@@ -187,18 +186,6 @@ class Layout:
     @property
     def clean(self) -> str:
         return self._at("clean", active_dataset().schema.landing_file)
-
-
-def read_landed(data: bytes) -> pd.DataFrame:
-    """Landed Parquet as pandas with nullable ints/strings, so missing values stay visible per row."""
-    return landed_frame(read_table(data))
-
-
-def read_table(data: bytes) -> pa.Table:
-    """The landed Parquet file as one Arrow table (raises on a truncated or non-Parquet file)."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(io.BytesIO(data))
 
 
 def landed_frame(table: pa.Table) -> pd.DataFrame:
