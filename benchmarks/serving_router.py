@@ -43,9 +43,13 @@ sys.path.insert(0, str(REPO))
 
 from tests.fixtures.serving import RouterProcess, ServingModels, example_rows  # noqa: E402
 from tollgate.platform.processes import free_port, start_group, stop_group, wait_healthy  # noqa: E402
+from tollgate.serving.settings import RouterSettings  # noqa: E402
 
 MODEL = "bench-router"
 ROW = example_rows(1)
+DEFAULTS = RouterSettings(
+    model_name=MODEL, tracking_uri="", storage_root="", model_cache=Path(), admin_token_file=Path()
+)
 SETTLE_S = 3.0  # after a shadow on/off switch, before a block is measured
 
 
@@ -205,7 +209,16 @@ def main() -> int:
         champion = models.register(MODEL)
         challenger = models.register(MODEL, {"output": "label"}, approve=False)
         models.set_alias(MODEL, "champion", champion)
-        router = RouterProcess(work, models, MODEL, TOLLGATE_ROUTER_LOG_FLUSH_SECONDS="2")
+        # The router's own polling defaults, as deployed: the test fixture polls MLflow every second and the
+        # rollout record twice a second, so that tests see changes at once, and that work lands on its core.
+        router = RouterProcess(
+            work,
+            models,
+            MODEL,
+            TOLLGATE_ROUTER_LOG_FLUSH_SECONDS="2",
+            TOLLGATE_ROUTER_ALIAS_POLL_SECONDS=str(DEFAULTS.alias_poll_s),
+            TOLLGATE_ROUTER_ROLLOUT_POLL_SECONDS=str(DEFAULTS.rollout_poll_s),
+        )
         os.sched_setaffinity(0, router_cpus)  # the router and what it spawns inherit this
         try:
             router.start()
