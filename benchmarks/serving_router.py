@@ -27,6 +27,7 @@ Run alone on a quiet machine; figures on a busy one are upper bounds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import json
 import os
@@ -47,9 +48,7 @@ from tollgate.serving.settings import RouterSettings  # noqa: E402
 
 MODEL = "bench-router"
 ROW = example_rows(1)
-DEFAULTS = RouterSettings(
-    model_name=MODEL, tracking_uri="", storage_root="", model_cache=Path(), admin_token_file=Path()
-)
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(RouterSettings)}  # the router's own defaults
 SETTLE_S = 3.0  # after a shadow on/off switch, before a block is measured
 
 
@@ -216,8 +215,8 @@ def main() -> int:
             models,
             MODEL,
             TOLLGATE_ROUTER_LOG_FLUSH_SECONDS="2",
-            TOLLGATE_ROUTER_ALIAS_POLL_SECONDS=str(DEFAULTS.alias_poll_s),
-            TOLLGATE_ROUTER_ROLLOUT_POLL_SECONDS=str(DEFAULTS.rollout_poll_s),
+            TOLLGATE_ROUTER_ALIAS_POLL_SECONDS=str(DEFAULTS["alias_poll_s"]),
+            TOLLGATE_ROUTER_ROLLOUT_POLL_SECONDS=str(DEFAULTS["rollout_poll_s"]),
         )
         os.sched_setaffinity(0, router_cpus)  # the router and what it spawns inherit this
         try:

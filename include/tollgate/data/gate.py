@@ -298,6 +298,7 @@ def _judge(
         merged = MergedValidation(validation.suite)
         split = _Split(work, outcome)
         label_sum, label_count = 0.0, 0
+        label = active_dataset().schema.label
         offset = 0
         chunk_iter = iter_chunks(parquet, size)
         while True:
@@ -318,7 +319,6 @@ def _judge(
             t2 = time.perf_counter()
             seconds["validate"] += t2 - t1
             failing = _row_failures(validation.suite, result, suite_specs, extra)
-            label = active_dataset().schema.label
             if label in frame.columns and frame[label].dtype.kind in "iuf":
                 label_sum += float(frame[label].sum())
                 label_count += int(frame[label].count())
