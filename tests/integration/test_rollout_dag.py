@@ -68,11 +68,15 @@ def world(local_platform, admin_client, signed_challenger, promotion_dags, tmp_p
     )
     mlflow = MlflowClient(tracking_uri=local_platform.mlflow_url, registry_uri=local_platform.mlflow_url)
     first = signed_challenger(MODEL, "rollout-first", seed=1)
-    # The first champion is set up directly (its own promotion is test_promotion_dag's subject): an
-    # approval attestation signed with the platform's decision key, then the alias.
+    # The first champion is set up directly (its own promotion is test_promotion_dag's subject): the
+    # approval and promotion attestations promote records, signed with the platform's decision key, then
+    # the alias. So it is a valid rollback target whichever test ran before the watch's.
     digest = mlflow.get_model_version(MODEL, first).tags["tollgate.signature_sha256"]
-    decision = attestation.Decision(attestation.APPROVED, MODEL, first, digest, "approver", "e" * 64)
-    attestation.record(mlflow, decision, SigningKey.from_file(home / "keys" / DEV_DECISION_PRIVATE_KEY))
+    decision_key = SigningKey.from_file(home / "keys" / DEV_DECISION_PRIVATE_KEY)
+    for decision, by in ((attestation.APPROVED, "approver"), (attestation.PROMOTED, "tollgate promote")):
+        attestation.record(
+            mlflow, attestation.Decision(decision, MODEL, first, digest, by, "e" * 64), decision_key
+        )
     mlflow.set_registered_model_alias(MODEL, "champion", first)
     keys = SimpleNamespace(
         tracking_uri=local_platform.mlflow_url,
@@ -374,6 +378,26 @@ def watch_runs(world) -> str:
     return "\n".join(lines) or "no runs"
 
 
+def serve_champion_traffic(world, champion: str, requests: int = 200) -> None:
+    """Requests the router serves with ``champion`` as the champion: the watch's baseline of it."""
+    import pandas as pd
+
+    from tollgate import extensions
+    from tollgate.serving.replay import replay
+
+    world["router"].wait_for(
+        lambda s: (s["variants"]["champion"] or {}).get("version") == champion,
+        "the champion served",
+        timeout=60,
+    )
+    rows = extensions.load("ctr").dataset.generate(pd.Timestamp("2026-03-02").date(), rows=requests, seed=5)
+    result = replay(
+        world["router"].url, rows, storage_root=str(world["stack"].home / "storage"), rate=200,
+        max_requests=requests, max_seconds=60,
+    )  # fmt: skip
+    assert result.ok == requests, result
+
+
 def test_a_champion_slower_after_promotion_is_rolled_back_by_the_watch(world):
     """A slow version whose stages did not run (its rollout named no router) passes offline and is approved;
     once it serves everything, watch_champion finds it slower than previous and rolls back by itself."""
@@ -390,6 +414,7 @@ def test_a_champion_slower_after_promotion_is_rolled_back_by_the_watch(world):
     watch = {**json.loads(default_for("tollgate_watch")), "router_url": world["router"].url}
     set_variable(admin, "tollgate_watch", watch)
     try:
+        serve_champion_traffic(world, previous)  # previous's baseline, whichever tests ran before
         version = world["challengers"](MODEL, "watch-slow", seed=1, quality="slow")
         run_id = evaluate(world, version)
         pending(world, run_id)

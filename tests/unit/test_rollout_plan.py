@@ -190,3 +190,20 @@ def test_the_local_replay_adds_rows_newer_than_the_holdout_when_the_example_has_
         assert len(newer) == len(holdout) and newer[ts].min() >= pd.Timestamp("2026-03-03", tz="UTC")
         assert 0.3 < (newer["user_id"] > N_USERS).mean() < 0.7 and not (holdout["user_id"] > N_USERS).any()
     assert replay_frame(RolloutPlan(replay=False), rollout) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("stage", "short"), [("canary_1", 1), ("canary_5", 1), ("canary_5", 7), ("canary_25", 30)]
+)
+def test_a_top_up_round_covers_an_arm_s_shortfall_almost_surely(stage, short):
+    """Sending short / share requests falls short half the time (a flaky stage that ends INCONCLUSIVE);
+    the top-up round is sized so the smaller arm gets its missing samples with 99.9 % probability."""
+    from scipy.stats import binom
+
+    plan = RolloutPlan.from_json(default_for("tollgate_rollout"))
+    share = plan.weight(stage)
+    n = plan.top_up_requests(stage, {"challenger": short})
+    assert binom.sf(short - 1, n, share) >= 0.999
+    assert binom.sf(short - 1, n // 2, share) < 0.999  # and not wastefully more than that
+    both = plan.top_up_requests(stage, {"challenger": short, "champion": 500})
+    assert binom.sf(499, both, 1 - share) >= 0.999 and both >= n

@@ -80,5 +80,20 @@ class RolloutPlan:
         w = self.weight(stage)
         return math.ceil(max(need["challenger"] / w, need["champion"] / (1 - w)) * self.replay_margin)
 
+    def top_up_requests(self, stage: str, short: dict[str, float]) -> int:
+        """Requests for another replay round that covers every arm's shortfall with 99.9 % probability.
+
+        An arm's count over n requests is Binomial(n, share): sending the expected ``short / share`` falls
+        short half the time. With lambda = n * share, the round covers ``k`` when lambda - 3.1 sqrt(lambda)
+        >= k (the normal bound, z = 3.1), i.e. sqrt(lambda) = 1.55 + sqrt(1.55^2 + k)."""
+        w = self.weight(stage)
+        shares = {"challenger": w, "champion": 1.0 - w}
+        n = 1
+        for arm, k in short.items():
+            share = max(shares.get(arm, 1.0), 1e-6)
+            mean = (1.55 + math.sqrt(1.55**2 + max(k, 0.0))) ** 2
+            n = max(n, math.ceil(mean / share))
+        return n
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import time
 from typing import Any
@@ -63,14 +62,16 @@ def start_stage(
         need = plan.needed(stage, factor)
         sent = {"replay_ids": [], "sent": 0, "ok": 0}
         # Arms are drawn per request: a round may fall short of the smaller arm's count by chance, so
-        # send more rounds (at most 3 extra) until the router's counters show the stage's samples.
-        for attempt in range(4):
+        # send more rounds, each sized to cover the shortfall (99.9 %), until the router's counters show
+        # the stage's samples or the stage's deadline comes (then the wait judges what there is).
+        ends = since + deadline_s
+        for attempt in range(8):
             rows = replay_rows.sample(
                 n=n, replace=len(replay_rows) < n, random_state=attempt + 10 * len(stage)
             )
             result = replay(
                 plan.router_url, rows, storage_root=storage_root or "", rate=plan.replay_rate, max_requests=n,
-                max_seconds=min(deadline_s, 3600.0), label_column=label_column,
+                max_seconds=max(1.0, min(ends - time.time(), 3600.0)), label_column=label_column,
                 label_delay_s=plan.label_delay_s,
             )  # fmt: skip
             sent["replay_ids"].append(result.replay_id)
@@ -78,9 +79,9 @@ def start_stage(
             sent["ok"] += result.ok
             got = progress_of(baseline, admin.counters())
             short = {k: v - got.get(k, 0.0) for k, v in need.items() if got.get(k, 0.0) < v}
-            if not short or stage == SHADOW:  # shadow pairs arrive late (async): the wait sees them
+            if not short or stage == SHADOW or time.time() >= ends:  # shadow pairs arrive late (async)
                 break
-            n = max(1, math.ceil(max(m / max(plan.weight(stage), 1e-6) for m in short.values())))
+            n = plan.top_up_requests(stage, short)
         labels_at = time.time() + plan.label_delay_s
     return {
         "stage": stage,
