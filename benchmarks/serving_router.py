@@ -61,8 +61,10 @@ def fmt(values: list[float]) -> str:
     return f"p50 {pct(values, 0.5):.3f} ms  p99 {pct(values, 0.99):.3f} ms  (n={len(values)})"
 
 
-def shadow_comparison(off: list[list[float]], on: list[list[float]], dropped: int) -> str:
-    """User-facing p99 with shadow off vs on, from alternating blocks.
+def shadow_comparison(
+    off: list[list[float]], on: list[list[float]], dropped: int, what: str = "user-facing"
+) -> str:
+    """``what`` p99 with shadow off vs on, from alternating blocks.
 
     Noise on a shared machine comes in bursts longer than a request, so the unit of comparison is the block:
     each block's p99, and an exact permutation test of the difference in mean block p99 (every way of
@@ -89,9 +91,9 @@ def shadow_comparison(off: list[list[float]], on: list[list[float]], dropped: in
 
     verdict = "no difference beyond noise" if p_value >= 0.05 else "a difference beyond noise"
     return (
-        f"user-facing p99 per block, shadow off: {spread(p_off)}\n"
-        f"user-facing p99 per block, shadow on : {spread(p_on)}; shadow dropped {dropped}\n"
-        f"shadow on minus off (mean block p99) : {observed:+.3f} ms; exact permutation p = {p_value:.3f} "
+        f"{what} p99 per block, shadow off: {spread(p_off)}\n"
+        f"{what} p99 per block, shadow on : {spread(p_on)}; shadow dropped {dropped}\n"
+        f"{what}: on minus off (mean block p99): {observed:+.3f} ms; exact permutation p = {p_value:.3f} "
         f"over {len(diffs)} labellings of {len(pooled)} blocks: {verdict} at 0.05"
     )
 
@@ -195,10 +197,21 @@ def main() -> int:
         default=len(os.sched_getaffinity(0)) >= 2,
         help="the router on CPU 0, everything else on the other CPUs (default where there are 2 or more)",
     )
+    parser.add_argument(
+        "--shadow-core",
+        choices=("same", "other"),
+        default="same",
+        help="the shadow worker on the router's core (same: the default setting) or on the other CPUs "
+        "(TOLLGATE_ROUTER_SHADOW_CPUS)",
+    )
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
     router_cpus, other_cpus = ({cpus[0]}, set(cpus[1:])) if args.pin else (set(cpus), set(cpus))
-    print(f"router on CPU {sorted(router_cpus)}, load generator and MLflow on CPU {sorted(other_cpus)}")
+    shadow_cpus = router_cpus if args.shadow_core == "same" else other_cpus
+    print(
+        f"router on CPU {sorted(router_cpus)}, its shadow worker on CPU {sorted(shadow_cpus)}, "
+        f"load generator and MLflow on CPU {sorted(other_cpus)}"
+    )
     work = Path(tempfile.mkdtemp(prefix="tollgate-bench-router-"))
     os.sched_setaffinity(0, other_cpus)  # inherited by the MLflow server
     mlflow_proc, mlflow_url = start_mlflow(work / "mlflow")
@@ -217,6 +230,9 @@ def main() -> int:
             TOLLGATE_ROUTER_LOG_FLUSH_SECONDS="2",
             TOLLGATE_ROUTER_ALIAS_POLL_SECONDS=str(DEFAULTS["alias_poll_s"]),
             TOLLGATE_ROUTER_ROLLOUT_POLL_SECONDS=str(DEFAULTS["rollout_poll_s"]),
+            TOLLGATE_ROUTER_SHADOW_CPUS=",".join(map(str, sorted(shadow_cpus)))
+            if args.shadow_core == "other"
+            else "",
         )
         os.sched_setaffinity(0, router_cpus)  # the router and what it spawns inherit this
         try:
@@ -230,14 +246,25 @@ def main() -> int:
 
         pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL}/{champion}")
         frame = pd.DataFrame(ROW)
-        for _ in range(200):
-            pyfunc.predict(frame)
-        inproc = []
-        for _ in range(2000):
-            t = time.perf_counter()
-            pyfunc.predict(frame)
-            inproc.append((time.perf_counter() - t) * 1000)
+
+        def floor(cpus: set[int]) -> list[float]:
+            os.sched_setaffinity(0, cpus)
+            try:
+                for _ in range(200):
+                    pyfunc.predict(frame)
+                times = []
+                for _ in range(2000):
+                    t = time.perf_counter()
+                    pyfunc.predict(frame)
+                    times.append((time.perf_counter() - t) * 1000)
+                return times
+            finally:
+                os.sched_setaffinity(0, other_cpus)
+
+        inproc = floor(other_cpus)
         print(f"in-process predict (1 row)          : {fmt(inproc)}")
+        if args.pin:  # the router's core also carries its idle threads (and, here, the VM's interrupts)
+            print(f"  the same on the router's CPU {sorted(router_cpus)}   : {fmt(floor(router_cpus))}")
 
         Load(router.port, args.rate, 2).run()  # warm the router and the connections
         base = Load(router.port, args.rate, args.seconds).run()
@@ -266,16 +293,34 @@ def main() -> int:
         # worker), a one-off cost per rollout that would otherwise land in every block; a settling load of
         # SETTLE_S, not measured, follows each switch.
         off, on = [], []  # per block: the user-facing latencies
+        windows: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}  # per block: when it ran
         for _ in range(args.blocks):
-            admin(router, {"mode": "off"})
-            Load(router.port, args.rate, SETTLE_S).run()
-            off.append(Load(router.port, args.rate, args.seconds / 2).run().ms)
-            admin(router, {"mode": "shadow", "challenger_version": challenger, "rollout_id": "bench-shadow"})
-            Load(router.port, args.rate, SETTLE_S).run()
-            on.append(Load(router.port, args.rate, args.seconds / 2).run().ms)
+            for arm, blocks, body in (
+                ("off", off, {"mode": "off"}),
+                (
+                    "on",
+                    on,
+                    {"mode": "shadow", "challenger_version": challenger, "rollout_id": "bench-shadow"},
+                ),
+            ):
+                admin(router, body)
+                Load(router.port, args.rate, SETTLE_S).run()
+                started = time.time()
+                blocks.append(Load(router.port, args.rate, args.seconds / 2).run().ms)
+                windows[arm].append((started, time.time()))
         admin(router, {"mode": "off"})
-        status = router.status()
-        print(shadow_comparison(off, on, status["shadow"]["dropped"]))
+        dropped = router.status()["shadow"]["dropped"]
+        print(shadow_comparison(off, on, dropped))
+        # The same blocks seen inside the router (its handler time, from its log): without the client's and
+        # the loopback's jitter, and without what happens before the handler runs (the event loop's wait).
+        time.sleep(4)  # the last rows flushed
+        log = read_log(router.storage_root).dropna(subset=["latency_ms"])
+        ts = (log.ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        handler = {
+            arm: [list(log.latency_ms[(ts >= a) & (ts <= b)]) for a, b in spans]
+            for arm, spans in windows.items()
+        }
+        print(shadow_comparison(handler["off"], handler["on"], dropped, what="router handler"))
 
         rps = closed_loop(router.port, min(args.seconds, 5))
         print(

@@ -325,3 +325,34 @@ def test_the_shadow_mirror_reports_the_model_copies_it_still_needs():
     assert mirror.paths_in_flight() == {Path(_Challenger.path)}
     mirror.close(timeout=1)  # nothing pending any more: nothing to keep
     assert mirror.paths_in_flight() == set()
+
+
+def test_the_shadow_worker_runs_on_the_cpus_it_is_given():
+    """TOLLGATE_ROUTER_SHADOW_CPUS: the challenger's work on a core of its own, off the router's."""
+    import os
+
+    cpu = max(os.sched_getaffinity(0))
+    mirror = ShadowMirror(10, [].append, _Metrics(), cpus=frozenset({cpu}))
+    mirror.start()
+    try:
+        deadline = time.monotonic() + 300  # the spawned worker pins itself once started
+        while os.sched_getaffinity(mirror._process.pid) != {cpu}:
+            assert time.monotonic() < deadline, os.sched_getaffinity(mirror._process.pid)
+            time.sleep(0.2)
+    finally:
+        mirror.close(timeout=60)
+    assert os.sched_getaffinity(0) != {cpu} or os.cpu_count() == 1  # the router itself is not pinned
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [("", set()), ("1", {1}), ("0,2-3", {0, 2, 3}), (" 4 , 6-6", {4, 6}), ("a", None), ("3-1", None)],
+)
+def test_shadow_cpus_are_read_as_taskset_lists_and_a_wrong_one_names_the_variable(text, cpus):
+    from tollgate.serving.settings import parse_cpus
+
+    if cpus is None:
+        with pytest.raises(ValueError, match=r"TOLLGATE_ROUTER_SHADOW_CPUS=.*write e\.g\. 1 or 2-3,6"):
+            parse_cpus(text, "TOLLGATE_ROUTER_SHADOW_CPUS")
+    else:
+        assert parse_cpus(text, "TOLLGATE_ROUTER_SHADOW_CPUS") == cpus

@@ -19,6 +19,21 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(ENV_PREFIX + name) or default
 
 
+def parse_cpus(text: str, name: str) -> frozenset[int]:
+    """CPU numbers from a list like ``taskset -c`` takes ("1", "0,2-3"); empty text: none."""
+    cpus: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        low, _, high = part.partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            first, last = 0, -1
+        if first < 0 or last < first:
+            raise ValueError(f"{name}={text!r}: {part!r} is not a CPU number or range; write e.g. 1 or 2-3,6")
+        cpus.update(range(first, last + 1))
+    return frozenset(cpus)
+
+
 def admin_token_path(home: Path | None = None) -> Path:
     """Where ``make up`` writes the admin bearer token (the platform's secrets folder)."""
     return (home or state_dir()) / "airflow" / "secrets" / "router_admin_token"
@@ -48,10 +63,15 @@ class RouterSettings:
     alias_poll_s: float = 10.0  # how often the champion alias is looked up
     rollout_poll_s: float = 2.0  # how often the shared rollout record is read
     log_flush_s: float = 5.0  # prediction log flush interval
-    shadow_queue_size: int = 1000
+    shadow_queue_size: int = 1000  # shadow requests queued for the worker; more are dropped and counted
     shadow_batch_size: int = 32  # queued shadow requests answered by one challenger predict (1: one by one)
-    shadow_linger_s: float = 0.05  # how long the shadow worker waits to fill a batch
+    shadow_linger_s: float = (
+        0.05  # how long the router gathers shadow requests into one message to the worker
+    )
     shadow_idle_priority: bool = False  # SCHED_IDLE for the shadow worker instead of nice 10
+    # CPUs the shadow worker may run on ("1", "2-3,6"); empty: the router's own. A core of its own keeps the
+    # challenger's work off the router's (give the pod that core while it shadows).
+    shadow_cpus: frozenset[int] = frozenset()
     default_lease_s: float = 300.0
     guardrail: GuardrailLimits = field(default_factory=GuardrailLimits)
 
@@ -76,6 +96,7 @@ class RouterSettings:
             shadow_batch_size=int(_env("SHADOW_BATCH_SIZE", "32")),
             shadow_linger_s=float(_env("SHADOW_LINGER_SECONDS", "0.05")),
             shadow_idle_priority=_env("SHADOW_IDLE_PRIORITY", "false").lower() in ("1", "true", "yes"),
+            shadow_cpus=parse_cpus(_env("SHADOW_CPUS", ""), ENV_PREFIX + "SHADOW_CPUS"),
             default_lease_s=float(_env("DEFAULT_LEASE_SECONDS", "300")),
             guardrail=GuardrailLimits(
                 window_s=float(_env("GUARDRAIL_WINDOW_SECONDS", "30")),

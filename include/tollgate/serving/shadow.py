@@ -26,7 +26,12 @@ _STOP = "__stop__"
 
 
 def _worker(
-    requests: Any, results: Any, batch_size: int = 1, linger_s: float = 0.0, idle_priority: bool = False
+    requests: Any,
+    results: Any,
+    batch_size: int = 1,
+    linger_s: float = 0.0,
+    idle_priority: bool = False,
+    cpus: frozenset[int] = frozenset(),
 ) -> None:
     """The shadow process: load each challenger once (by its verified path), predict, send results back.
 
@@ -40,6 +45,8 @@ def _worker(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _lower_priority(idle_priority)
+    if cpus:
+        _place(cpus)
     import mlflow.pyfunc
 
     from tollgate.serving.inputs import InputSpec
@@ -76,6 +83,17 @@ def _lower_priority(idle: bool) -> None:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
             return
         os.nice(10)
+
+
+def _place(cpus: frozenset[int]) -> None:
+    """Run on ``cpus`` only; CPUs this process may not use are left out, and with none left it stays put
+    (a setting written for another machine slows nothing down, and the router's log says so)."""
+    allowed = os.sched_getaffinity(0)
+    usable = set(cpus) & allowed
+    if not usable:
+        print(f"shadow worker: none of CPUs {sorted(cpus)} is usable here ({sorted(allowed)}); not pinned")
+        return
+    os.sched_setaffinity(0, usable)
 
 
 def _gather(requests: Any, batch_size: int, linger_s: float) -> list[Any]:
@@ -168,13 +186,14 @@ class ShadowMirror:
         batch_size: int = 32,
         linger_s: float = 0.05,
         idle_priority: bool = False,
+        cpus: frozenset[int] = frozenset(),
     ):
         context = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited threads or locks
         self._requests = context.Queue(maxsize=size)
         self._results = context.Queue()
         self._process = context.Process(
             target=_worker,
-            args=(self._requests, self._results, max(1, batch_size), linger_s, idle_priority),
+            args=(self._requests, self._results, max(1, batch_size), linger_s, idle_priority, cpus),
             name="tollgate-shadow",
             daemon=True,
         )
