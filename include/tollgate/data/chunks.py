@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 DEFAULT_CHUNK_ROWS = 500_000
 # Rows per row group of the files written here: pyarrow's default for write_table.
 ROW_GROUP_ROWS = 1024 * 1024
+# Rows per row group of the gate's clean and quarantine files. A writer holds up to one row group of rows
+# until it is full, and copies it once to write it: with 1Mi rows that held about 250 MB across chunks and
+# doubled it at each write (the gate's peak grew from 1M to 4M rows). These files are read back in chunks
+# and carry no version hash (the curated window does, and keeps ROW_GROUP_ROWS).
+GATE_ROW_GROUP_ROWS = 128 * 1024
 
 
 def chunk_size(chunk_rows: int | None, total_rows: int) -> int:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollgate import storage
 from tollgate.data.chunks import (
+    GATE_ROW_GROUP_ROWS,
     RowGroupWriter,
     chunk_size,
     duplicated_values,
@@ -561,7 +562,7 @@ class _Split:
         )
         self.clean_path = os.path.join(work, "clean.parquet")
         self.rows_path = os.path.join(work, "rows.parquet")
-        self.clean = RowGroupWriter(self.clean_path, target, compression="snappy")
+        self.clean = RowGroupWriter(self.clean_path, target, GATE_ROW_GROUP_ROWS, compression="snappy")
         self.rows: RowGroupWriter | None = None
         self.quarantined = 0
         self.row_counts: Counter[str] = Counter()
@@ -583,7 +584,9 @@ class _Split:
         rows[REASONS_COLUMN] = [failing[i] for i in bad]
         quarantined = pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False)
         if self.rows is None:
-            self.rows = RowGroupWriter(self.rows_path, quarantined.schema, compression="snappy")
+            self.rows = RowGroupWriter(
+                self.rows_path, quarantined.schema, GATE_ROW_GROUP_ROWS, compression="snappy"
+            )
         self.rows.write(quarantined)
         self.quarantined += len(bad)
         self.row_counts.update(name for names in failing.values() for name in names)
