@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/ingest_throughput.py --before-ref ''            # this tree only
     .venv/bin/python benchmarks/ingest_throughput.py --sweep 1000000,4000000           # memory vs size
     .venv/bin/python benchmarks/ingest_throughput.py --sweep 16000000 --repeat 1       # about 2.5 min
+    .venv/bin/python benchmarks/ingest_throughput.py --rows 4000000 --chunk-timeline  # memory per chunk
 
 Lands one partition (in a child process, in pieces of 1M rows each with 1 % of rows broken by the fault,
 so a 16M-row file is never held in memory), then times:
@@ -351,6 +352,71 @@ def sweep(sizes: list[int], fault: str, repeat: int = 2, chunk_rows: int | None 
         print(f"gate peak RSS at {high:,} rows / at {low:,} rows: {growth:.2f} ({verdict})")
 
 
+def chunk_timeline(rows: int, fault: str, chunk_rows: int | None = None) -> None:
+    """The gate's resident memory chunk by chunk: the peak within each stretch between two of the gate's
+    ``release_memory`` calls (the id pass, then each chunk), the RSS after each release, and how much of
+    it Python's allocator holds (``tracemalloc``'s traced bytes; Arrow's and numpy's pools are not traced).
+    The profile behind the memory figures: what a chunk needs, and what stays from one chunk to the next."""
+    import threading
+    import tracemalloc
+
+    def rss_mb() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 1e6
+
+    with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as tmp:
+        root = Path(tmp)
+        land(root / "landing", DAY, rows, fault)
+        land(root / "landing", WARM_DAY, 20_000, fault)
+        from tollgate.data import gate
+        from tollgate.data.suite import GateThresholds
+
+        thresholds = GateThresholds(max_rows=max(rows * 2, GateThresholds().max_rows))
+        options = {"log": lambda _: None, "chunk_rows": chunk_rows}
+        gate.run_gate(str(root / "landing"), str(root / "warm"), WARM_DAY, thresholds, **options)
+        samples: list[tuple[float, float]] = []
+        marks: list[tuple[float, float, float, float]] = []  # (before, after, RSS after, traced MB)
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                samples.append((time.perf_counter(), rss_mb()))
+                time.sleep(0.005)
+
+        release = gate.release_memory
+
+        def marked() -> None:
+            before = time.perf_counter()
+            release()
+            marks.append((before, time.perf_counter(), rss_mb(), tracemalloc.get_traced_memory()[0] / 1e6))
+
+        gate.release_memory = marked
+        sampler = threading.Thread(target=sample, daemon=True)
+        start_rss, started = rss_mb(), time.perf_counter()
+        tracemalloc.start()
+        sampler.start()
+        try:
+            gate.run_gate(str(root / "landing"), str(root / "out"), DAY, thresholds, **options)
+        finally:
+            stop.set()
+            sampler.join()
+            tracemalloc.stop()
+            gate.release_memory = release
+    print(
+        f"{rows:,} rows, fault {fault or 'none'}: RSS {start_rss:.0f} MB before the gate (GX imported, warm)"
+    )
+    print(f"{'stretch':>10}{'peak MB':>10}{'RSS after':>11}{'traced MB':>11}")
+    previous = started
+    for index, (before, after, rss, traced) in enumerate(marks):
+        peak = max((r for t, r in samples if previous <= t <= before), default=float("nan"))
+        print(f"{'id pass' if index == 0 else f'chunk {index}':>10}{peak:>10.0f}{rss:>11.0f}{traced:>11.0f}")
+        previous = after
+    tail = max((r for t, r in samples if t >= previous), default=float("nan"))
+    print(
+        f"{'the rest':>10}{tail:>10.0f}   (merge, Data Docs, store); "
+        f"overall peak {max(r for _, r in samples):.0f} MB"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -364,11 +430,17 @@ def main() -> None:
     parser.add_argument(
         "--chunk-rows", type=int, default=None, help="the gate's chunk (default: 500k; 0: whole)"
     )
+    parser.add_argument(
+        "--chunk-timeline", action="store_true", help="the gate's memory chunk by chunk at --rows (a profile)"
+    )
     parser.add_argument("--land-to", default="", help=argparse.SUPPRESS)  # the landing child process
     parser.add_argument("--day", default=DAY, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.land_to:
         print(land_in_pieces(Path(args.land_to), args.day, args.rows, args.fault))
+        return
+    if args.chunk_timeline:
+        chunk_timeline(args.rows, args.fault, args.chunk_rows)
         return
     if args.sweep:
         sweep([int(size) for size in args.sweep.split(",")], args.fault, args.repeat, args.chunk_rows)
