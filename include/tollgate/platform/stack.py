@@ -30,6 +30,7 @@ from tollgate.platform.processes import (
     wait_healthy,
     wait_listening,
 )
+from tollgate.platform.supervise import supervised
 from tollgate.registry.keys import ensure_dev_keypair
 
 SQLITE_ARGS = "tollgate.platform.sqlite"  # a waiting writer waits a minute, not 5 s
@@ -346,9 +347,8 @@ class LocalStack:
             procs = {}
             for component in self.airflow_components():
                 log = self.logs / f"airflow-{component}.log"
-                proc = start_group(
-                    self._airflow_command(component), log, env=self._component_env(component, env)
-                )
+                command = supervised(f"airflow-{component}", self._airflow_command(component))
+                proc = start_group(command, log, env=self._component_env(component, env))
                 procs[component] = (proc, log)
                 state.services.append(Service(f"airflow-{component}", proc.pid, time.time(), str(log)))
                 self._write_state(state)
