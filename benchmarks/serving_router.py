@@ -204,6 +204,13 @@ def main() -> int:
         help="the shadow worker on the router's core (same: the default setting) or on the other CPUs "
         "(TOLLGATE_ROUTER_SHADOW_CPUS)",
     )
+    parser.add_argument(
+        "--on-mode",
+        choices=("shadow", "canary0"),
+        default="shadow",
+        help="what the 'on' blocks run: shadow, or a canary at weight 0 (the challenger loaded in the "
+        "router, no request sent to it: what having it loaded alone costs)",
+    )
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
     router_cpus, other_cpus = ({cpus[0]}, set(cpus[1:])) if args.pin else (set(cpus), set(cpus))
@@ -294,14 +301,14 @@ def main() -> int:
         # SETTLE_S, not measured, follows each switch.
         off, on = [], []  # per block: the user-facing latencies
         windows: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}  # per block: when it ran
+        on_body = {"mode": "shadow", "challenger_version": challenger, "rollout_id": "bench-shadow"}
+        if args.on_mode == "canary0":
+            on_body = {**on_body, "mode": "canary", "weight_bp": 0}
+            print("'on' blocks: a canary at weight 0 (the challenger loaded, no request sent to it)")
         for _ in range(args.blocks):
             for arm, blocks, body in (
                 ("off", off, {"mode": "off"}),
-                (
-                    "on",
-                    on,
-                    {"mode": "shadow", "challenger_version": challenger, "rollout_id": "bench-shadow"},
-                ),
+                ("on", on, on_body),
             ):
                 admin(router, body)
                 Load(router.port, args.rate, SETTLE_S).run()
