@@ -20,7 +20,8 @@ run on CPU 0 only: "one core", as one router process per core runs in production
 the MLflow server run on the other CPUs, as clients on other machines would. ``--no-pin`` lets every process
 share every CPU (the figures then include the client's own CPU use).
 
-Usage: python benchmarks/serving_router.py [--rate 200] [--seconds 10] [--blocks 3] [--no-pin]
+Usage: .venv/bin/python benchmarks/serving_router.py [--rate 200] [--seconds 10] [--blocks 6] [--no-pin]
+       [--shadow-core same|other] [--on-mode shadow|canary0]
 Run alone on a quiet machine; figures on a busy one are upper bounds.
 """
 
@@ -237,9 +238,7 @@ def main() -> int:
             TOLLGATE_ROUTER_LOG_FLUSH_SECONDS="2",
             TOLLGATE_ROUTER_ALIAS_POLL_SECONDS=str(DEFAULTS["alias_poll_s"]),
             TOLLGATE_ROUTER_ROLLOUT_POLL_SECONDS=str(DEFAULTS["rollout_poll_s"]),
-            TOLLGATE_ROUTER_SHADOW_CPUS=",".join(map(str, sorted(shadow_cpus)))
-            if args.shadow_core == "other"
-            else "",
+            TOLLGATE_ROUTER_SHADOW_CPUS=",".join(map(str, sorted(shadow_cpus))),
         )
         os.sched_setaffinity(0, router_cpus)  # the router and what it spawns inherit this
         try:

@@ -11,8 +11,8 @@ What is not restarted:
 - a child that exits 0 (it chose to stop);
 - a child that dies within ``min_uptime`` seconds of its start (a configuration error: ``make up`` must fail
   at once and show it, not retry it);
-- more than ``max_restarts`` crashes in a row within ten minutes (then the supervisor exits with the
-  child's code, and ``make status`` shows the service down).
+- a crash beyond ``max_restarts`` within ten minutes (then the supervisor exits with the child's code, and
+  ``make status`` shows the service down).
 
 SIGTERM and SIGINT end supervision: the platform stops a service by signalling its whole process group,
 which holds the supervisor and the child, and the supervisor exits with the child's code once it is gone.
