@@ -215,13 +215,14 @@ def test_the_shadow_process_predicts_with_the_challengers_own_signature(tmp_path
 
 
 def test_shadow_batches_answer_each_request_as_one_by_one_and_a_bad_request_alone(tmp_path):
-    import queue as stdlib_queue
+    import os
 
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
     from tests.fixtures.serving import TINY_MODEL_CODE, example_rows
-    from tollgate.serving.shadow import _STOP, _answer, _gather
+    from tollgate.serving.handoff import FrameReader, FrameWriter
+    from tollgate.serving.shadow import _STOP, _answer, _Inbox
 
     example = pd.DataFrame(example_rows(3))
     path = tmp_path / "challenger"
@@ -244,12 +245,20 @@ def test_shadow_batches_answer_each_request_as_one_by_one_and_a_bad_request_alon
     assert answers["bad"][2].startswith("error: InputError") and answers["bad"][1] is None
     assert [answers[r[0]][1] for r in requests] == [a[1] for a in alone]  # the others are unaffected
 
-    queued = stdlib_queue.Queue()
+    # through a real pipe, as the router hands them to its worker
+    worker_end, router_end = os.pipe()
+    writer = FrameWriter(router_end)
     for item in requests:
-        queued.put(item)
-    queued.put(_STOP)
-    assert _gather(queued, batch_size=4, linger_s=0.0) == requests[:4]
-    assert _gather(queued, batch_size=32, linger_s=0.01) == [*requests[4:], _STOP]  # the stop ends a batch
+        writer.send(item)
+    writer.send(_STOP)
+    writer.send(requests[0])  # after the stop: never part of a batch with what came before it
+    inbox = _Inbox(FrameReader(worker_end), batch_size=4, linger_s=0.0)
+    assert inbox.next_batch() == requests[:4]
+    assert inbox.next_batch() == [*requests[4:], _STOP]  # the stop ends a batch
+    assert inbox.next_batch() == [requests[0]]
+    os.close(router_end)
+    assert inbox.next_batch() == [_STOP]  # the router's end gone reads as a stop
+    os.close(worker_end)
 
 
 def test_the_log_writer_hashes_the_features_and_serialises_the_output_off_the_request(tmp_path):
@@ -356,3 +365,29 @@ def test_shadow_cpus_are_read_as_taskset_lists_and_a_wrong_one_names_the_variabl
             parse_cpus(text, "TOLLGATE_ROUTER_SHADOW_CPUS")
     else:
         assert parse_cpus(text, "TOLLGATE_ROUTER_SHADOW_CPUS") == cpus
+
+
+def test_the_hand_off_never_blocks_and_delivers_everything_in_order_once_the_reader_catches_up():
+    """More than a pipe holds (64 KiB here): ``send`` returns at once, the rest waits in the outbox, and
+    ``pump`` (what the router's results reader calls when the worker answers) writes it as room appears."""
+    import os
+
+    from tollgate.serving.handoff import FrameReader, FrameWriter
+
+    worker_end, router_end = os.pipe()
+    writer, reader = FrameWriter(router_end), FrameReader(worker_end)
+    items = [(f"r{i}", "x" * 1000) for i in range(300)]  # about 300 KB of frames
+    started = time.perf_counter()
+    for item in items:
+        writer.send(item)
+    assert time.perf_counter() - started < 0.5 and writer.backlog > 0  # it did not wait for the reader
+    received: list = []
+    while len(received) < len(items):
+        got = reader.read(1.0)
+        assert got, "the reader starved with items still waiting"
+        received += got
+        writer.pump()
+    assert received == items and writer.backlog == 0
+    os.close(router_end)
+    assert reader.read(1.0) == [] and reader.closed
+    os.close(worker_end)

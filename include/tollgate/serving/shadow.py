@@ -1,8 +1,9 @@
-"""Shadow mirroring off the response path: a bounded queue into a separate worker process.
+"""Shadow mirroring off the response path: a bounded hand-off into a separate worker process.
 
-The request path calls ``offer`` after its response is built: ``put_nowait`` of the raw request (a few
-hundred bytes, pickled by the queue's feeder thread) or, when the queue is full, the item is dropped and
-counted (logged without a shadow output), never blocking the user. The challenger predicts in its own
+The request path calls ``offer`` after its response is built: it pickles the raw request (a few hundred
+bytes) and writes it to a non-blocking pipe itself (``handoff``: no feeder thread to wake on the router's
+core), or, when as many requests as the bound are still waiting for their shadow answer, drops it and
+counts it (logged without a shadow output), never blocking the user. The challenger predicts in its own
 process, so its work does not hold the router's GIL. It loads the challenger from the files the router
 verified (the verified cache), checks the input against the challenger's own signature and predicts; a
 reader thread joins each result to the request's prediction-log row by request id, so served and shadow
@@ -15,12 +16,13 @@ import contextlib
 import json
 import multiprocessing
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tollgate.serving.handoff import FrameReader, FrameWriter
 
 _STOP = "__stop__"
 
@@ -37,9 +39,10 @@ def _worker(
 
     It ignores SIGTERM and SIGINT (a signal to the router's process group reaches it too): the router
     stops it after draining, so queued shadow work is finished and logged. With ``batch_size`` > 1 it
-    gathers up to that many queued requests (waiting at most ``linger_s`` for more) and answers them
-    with one ``predict`` and one message back: on a core shared with the router, one call for many
-    requests is what keeps the shadow's cost off the router's response times."""
+    answers up to that many waiting requests with one ``predict`` and one message back, and after the
+    first request of a batch it sleeps ``linger_s`` once for more to arrive: on a core shared with the
+    router, one wake-up and one call for many requests keep the shadow's cost off the router's response
+    times."""
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -60,8 +63,9 @@ def _worker(
             loaded[path] = (pyfunc, InputSpec.from_pyfunc(pyfunc))
         return loaded[path]
 
+    inbox = _Inbox(FrameReader(requests.fileno()), batch_size, linger_s)
     while True:
-        batch = _gather(requests, batch_size, linger_s)
+        batch = inbox.next_batch()
         stop = batch[-1] == _STOP
         work = batch[:-1] if stop else batch
         answers: list[tuple[str, str | None, str, float]] = []
@@ -96,17 +100,32 @@ def _place(cpus: frozenset[int]) -> None:
     os.sched_setaffinity(0, usable)
 
 
-def _gather(requests: Any, batch_size: int, linger_s: float) -> list[Any]:
-    """The next request (waiting for it), then whatever else arrives within ``linger_s``, up to the size."""
-    batch = [requests.get()]
-    deadline = time.monotonic() + linger_s
-    while len(batch) < batch_size and batch[-1] != _STOP:
-        remaining = deadline - time.monotonic()
-        try:
-            batch.append(requests.get(timeout=remaining) if remaining > 0 else requests.get_nowait())
-        except queue.Empty:
-            break
-    return batch
+class _Inbox:
+    """The worker's side of the hand-off: requests in arrival order, taken in batches."""
+
+    def __init__(self, reader: FrameReader, batch_size: int, linger_s: float):
+        self._reader = reader
+        self._batch_size = batch_size
+        self._linger_s = linger_s
+        self._waiting: list[Any] = []
+
+    def next_batch(self) -> list[Any]:
+        """The next request (waited for) and, after one sleep of ``linger_s`` (a burst costs one wake-up,
+        not one per request), whatever else has arrived, up to the batch size. A stop ends a batch; the
+        router's end of the pipe gone reads as a stop."""
+        if not self._waiting:
+            self._waiting = self._reader.read(None)
+            if not self._waiting:
+                return [_STOP]
+            if self._linger_s > 0 and len(self._waiting) < self._batch_size and _STOP not in self._waiting:
+                time.sleep(self._linger_s)
+            self._waiting += self._reader.read(0)
+        batch: list[Any] = []
+        while self._waiting and len(batch) < self._batch_size:
+            batch.append(self._waiting.pop(0))
+            if batch[-1] == _STOP:
+                break
+        return batch
 
 
 def _groups(work: list[Any]) -> list[list[Any]]:
@@ -189,11 +208,13 @@ class ShadowMirror:
         cpus: frozenset[int] = frozenset(),
     ):
         context = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited threads or locks
-        self._requests = context.Queue(maxsize=size)
+        self._size = size
+        self._worker_end, self._router_end = context.Pipe(duplex=False)
+        self._requests = FrameWriter(self._router_end.fileno())
         self._results = context.Queue()
         self._process = context.Process(
             target=_worker,
-            args=(self._requests, self._results, max(1, batch_size), linger_s, idle_priority, cpus),
+            args=(self._worker_end, self._results, max(1, batch_size), linger_s, idle_priority, cpus),
             name="tollgate-shadow",
             daemon=True,
         )
@@ -207,6 +228,7 @@ class ShadowMirror:
 
     def start(self) -> None:
         self._process.start()
+        self._worker_end.close()  # the worker holds its own copy: with the worker gone, writes fail at once
         self._reader.start()
 
     @property
@@ -214,22 +236,22 @@ class ShadowMirror:
         return len(self._pending)
 
     def offer(self, challenger: Any, kind: str, payload: Any, row: dict[str, Any]) -> bool:
-        """Queue one shadow prediction; False (row logged as dropped) when the queue is full."""
+        """Hand one shadow prediction to the worker; False (row logged as dropped) when ``size`` requests
+        already wait for their shadow answer."""
         row["shadow_version"] = challenger.version
         path = str(challenger.path)
         with self._lock:
-            self._paths.add(path)
-            self._pending[row["request_id"]] = row
-        try:
-            self._requests.put_nowait((row["request_id"], path, kind, payload))
-        except queue.Full:
-            with self._lock:
-                self._pending.pop(row["request_id"], None)
+            full = len(self._pending) >= self._size
+            if not full:
+                self._paths.add(path)
+                self._pending[row["request_id"]] = row
+        if full:
             self.dropped += 1
             self._metrics.shadow_dropped.inc()
             row["shadow_status"] = "dropped"
             self._log_row(row)
             return False
+        self._requests.send((row["request_id"], path, kind, payload))
         self._metrics.shadow_depth.set(self.depth)
         return True
 
@@ -253,14 +275,15 @@ class ShadowMirror:
                 row.update(shadow_output=output, shadow_status=status, shadow_latency_ms=latency_ms)
                 self._metrics.shadow_done.labels(status="ok" if status == "ok" else "error").inc()
                 self._log_row(row)
+            self._requests.pump()  # the worker has read: the pipe has room for what waits in the outbox
             self._metrics.shadow_depth.set(self.depth)
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish what is queued (drain), stop the worker; rows it never answered are logged as lost."""
         if self._process.is_alive():
-            with contextlib.suppress(queue.Full):
-                self._requests.put(_STOP, timeout=timeout)
             deadline = time.monotonic() + timeout
+            self._requests.send(_STOP)
+            self._requests.drain(timeout)
             while self._reader.is_alive() and self._process.is_alive() and time.monotonic() < deadline:
                 self._reader.join(timeout=0.1)
             self._process.join(timeout=5)
