@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -156,7 +157,12 @@ def build_app(router: Router) -> Starlette:
         )
         row[SERVED] = result  # written as JSON text by the log writer thread
         if table.rollout.mode == "shadow" and table.challenger is not None:
-            router.shadow.offer(table.challenger, kind, shadow_payload, row)
+            challenger = table.challenger
+
+            async def mirror() -> None:  # runs once the response is sent: the user never waits for it
+                router.shadow.offer(challenger, kind, shadow_payload, row)
+
+            response.background = BackgroundTask(mirror)
         else:
             router.log.append(row)
         return response

@@ -63,7 +63,7 @@ class RouterSettings:
     alias_poll_s: float = 10.0  # how often the champion alias is looked up
     rollout_poll_s: float = 2.0  # how often the shared rollout record is read
     log_flush_s: float = 5.0  # prediction log flush interval
-    shadow_queue_size: int = 1000  # shadow requests waiting for the worker's answer; more are dropped and counted
+    shadow_queue_size: int = 1000  # shadow requests awaiting their answer; more are dropped, counted
     shadow_batch_size: int = 32  # queued shadow requests answered by one challenger predict (1: one by one)
     shadow_linger_s: float = 0.05  # how long the shadow worker waits to fill a batch
     shadow_idle_priority: bool = False  # SCHED_IDLE for the shadow worker instead of nice 10
