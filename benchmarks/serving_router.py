@@ -21,7 +21,7 @@ the MLflow server run on the other CPUs, as clients on other machines would. ``-
 share every CPU (the figures then include the client's own CPU use).
 
 Usage: .venv/bin/python benchmarks/serving_router.py [--rate 200] [--seconds 10] [--blocks 6] [--no-pin]
-       [--shadow-core same|other] [--on-mode shadow|canary0]
+       [--shadow-core same|other] [--shadow-priority nice|idle] [--on-mode shadow|canary0]
 Run alone on a quiet machine; figures on a busy one are upper bounds.
 """
 
@@ -177,6 +177,36 @@ def closed_loop(port: int, seconds: float, clients: int = 4) -> float:
     return sum(count) / seconds
 
 
+def pin_router(pid: int, router_cpus: set[int], shadow_cpus: set[int]) -> None:
+    """Once the shadow worker has placed itself on ``shadow_cpus``, every thread of the router on
+    ``router_cpus`` (threads it starts later inherit that)."""
+    deadline = time.monotonic() + 120
+    while not any(os.sched_getaffinity(child) == shadow_cpus for child in children(pid)):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the shadow worker never ran on CPUs {sorted(shadow_cpus)}")
+        time.sleep(0.2)
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), router_cpus)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as handle:
+            found += [int(child) for child in handle.read().split()]
+    return found
+
+
+def main_thread_sched(pid: int) -> tuple[float, int]:
+    """The router's main thread so far: seconds it waited to run while runnable (its runqueue wait, from
+    /proc schedstat) and how often another task took its CPU (involuntary context switches)."""
+    with open(f"/proc/{pid}/schedstat") as handle:
+        waited_ns = int(handle.read().split()[1])
+    with open(f"/proc/{pid}/status") as handle:
+        switches = next(int(line.split()[1]) for line in handle if line.startswith("nonvoluntary_ctxt"))
+    return waited_ns / 1e9, switches
+
+
 def admin(router: RouterProcess, body: dict) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", router.port, timeout=120)
     conn.request(
@@ -204,6 +234,13 @@ def main() -> int:
         default="same",
         help="the shadow worker on the router's core (same: the default setting) or on the other CPUs "
         "(TOLLGATE_ROUTER_SHADOW_CPUS)",
+    )
+    parser.add_argument(
+        "--shadow-priority",
+        choices=("nice", "idle"),
+        default="nice",
+        help="the shadow worker at nice 10 (the router's default) or SCHED_IDLE (the production manifests' "
+        "setting, TOLLGATE_ROUTER_SHADOW_IDLE_PRIORITY)",
     )
     parser.add_argument(
         "--on-mode",
@@ -239,13 +276,18 @@ def main() -> int:
             TOLLGATE_ROUTER_ALIAS_POLL_SECONDS=str(DEFAULTS["alias_poll_s"]),
             TOLLGATE_ROUTER_ROLLOUT_POLL_SECONDS=str(DEFAULTS["rollout_poll_s"]),
             TOLLGATE_ROUTER_SHADOW_CPUS=",".join(map(str, sorted(shadow_cpus))),
+            TOLLGATE_ROUTER_SHADOW_IDLE_PRIORITY=str(args.shadow_priority == "idle").lower(),
         )
-        os.sched_setaffinity(0, router_cpus)  # the router and what it spawns inherit this
+        # The router and what it spawns inherit this; a worker may only place itself on CPUs its parent
+        # could use, so with --shadow-core other the router starts on both and is pinned once it has.
+        os.sched_setaffinity(0, router_cpus | shadow_cpus)
         try:
             router.start()
         finally:
             os.sched_setaffinity(0, other_cpus)
         router.wait_for(lambda s: s["ready"], "ready", timeout=120)
+        if shadow_cpus != router_cpus:
+            pin_router(router.process.pid, router_cpus, shadow_cpus)
 
         import mlflow.pyfunc
         import pandas as pd
@@ -300,6 +342,7 @@ def main() -> int:
         # SETTLE_S, not measured, follows each switch.
         off, on = [], []  # per block: the user-facing latencies
         windows: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}  # per block: when it ran
+        waits: dict[str, list[tuple[float, int, int]]] = {"off": [], "on": []}  # per block: sched, requests
         on_body = {"mode": "shadow", "challenger_version": challenger, "rollout_id": "bench-shadow"}
         if args.on_mode == "canary0":
             on_body = {**on_body, "mode": "canary", "weight_bp": 0}
@@ -311,12 +354,22 @@ def main() -> int:
             ):
                 admin(router, body)
                 Load(router.port, args.rate, SETTLE_S).run()
-                started = time.time()
+                started, before = time.time(), main_thread_sched(router.process.pid)
                 blocks.append(Load(router.port, args.rate, args.seconds / 2).run().ms)
                 windows[arm].append((started, time.time()))
+                after = main_thread_sched(router.process.pid)
+                waits[arm].append((after[0] - before[0], after[1] - before[1], len(blocks[-1])))
         admin(router, {"mode": "off"})
         dropped = router.status()["shadow"]["dropped"]
         print(shadow_comparison(off, on, dropped))
+        for arm, per_block in waits.items():
+            requests = sum(n for *_, n in per_block)
+            waited_us = 1e6 * sum(w for w, *_ in per_block) / requests
+            switches = 1000 * sum(s for _, s, _ in per_block) / requests
+            print(
+                f"router main thread, shadow {arm:3s}    : runqueue wait {waited_us:.0f} us per request, "
+                f"{switches:.0f} involuntary switches per 1,000 requests (another task on its CPU first)"
+            )
         # The same blocks seen inside the router (its handler time, from its log): without the client's and
         # the loopback's jitter, and without what happens before the handler runs (the event loop's wait).
         time.sleep(4)  # the last rows flushed

@@ -42,6 +42,9 @@ class ServingConfig:
     memory: str = "2Gi"
     alias_poll_seconds: int = 10
     rollout_poll_seconds: int = 2
+    # The shadow worker shares the router's CPU in a pod; SCHED_IDLE gives the CPU back the moment a request
+    # arrives (no user-facing cost, measured), and under saturation the shadow drops and counts instead.
+    shadow_idle_priority: bool = True
     guardrail: dict[str, str] = field(
         default_factory=lambda: {"max_error_rate": "0.05", "max_p99_ms": "250", "window_seconds": "30"}
     )
@@ -68,6 +71,7 @@ def _env(config: ServingConfig, port: int) -> list[dict[str, Any]]:
         "TOLLGATE_DECISION_PUBLIC_KEYS": f"{KEYS_MOUNT}/decision.pub",
         "TOLLGATE_ROUTER_ALIAS_POLL_SECONDS": str(config.alias_poll_seconds),
         "TOLLGATE_ROUTER_ROLLOUT_POLL_SECONDS": str(config.rollout_poll_seconds),
+        "TOLLGATE_ROUTER_SHADOW_IDLE_PRIORITY": str(config.shadow_idle_priority).lower(),
         "TOLLGATE_ROUTER_GUARDRAIL_MAX_ERROR_RATE": config.guardrail.get("max_error_rate", "0.05"),
         "TOLLGATE_ROUTER_GUARDRAIL_MAX_P99_MS": config.guardrail.get("max_p99_ms", "250"),
         "TOLLGATE_ROUTER_GUARDRAIL_WINDOW_SECONDS": config.guardrail.get("window_seconds", "30"),
