@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.utils.serialization.config as serialization_config
 
 from tollgate_torch import StaleAttempt
 from tollgate_torch.folder import Folder
@@ -51,8 +52,13 @@ def checkpoint_name(step: int) -> str:
 
 
 def serialize(state: dict[str, Any]) -> bytes:
+    """``torch.save`` to bytes, without the archive's CRC32 of each record: the manifest's sha256 of the
+    whole blob already checks every byte on restore. The CRC pass is CPU work the background writer did
+    in many short turns of the GIL, each one taken from the training loop (a 1.8 MB state serialised
+    beside a busy Python thread took 77 ms with it, 31 ms without)."""
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    with serialization_config.patch("save.compute_crc32", False):
+        torch.save(state, buffer)
     return buffer.getvalue()
 
 
