@@ -5,6 +5,7 @@ metrics, and SIGTERM with every request accounted for in the prediction log."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -19,6 +20,7 @@ from tests.fixtures.serving import RouterProcess, ServingModels, example_rows
 
 pytestmark = pytest.mark.integration
 MODEL = "tiny-router"
+SHADOW_CPU = max(os.sched_getaffinity(0))  # the router's shadow worker is placed there
 SENT: list[str] = []  # every request id this module sent to /predict or V2: all must reach the log
 
 
@@ -29,10 +31,21 @@ def models(mlflow_server, tmp_path_factory) -> ServingModels:
 
 @pytest.fixture(scope="module")
 def router(models, tmp_path_factory):
-    process = RouterProcess(tmp_path_factory.mktemp("router"), models, MODEL)
+    process = RouterProcess(
+        tmp_path_factory.mktemp("router"), models, MODEL, TOLLGATE_ROUTER_SHADOW_CPUS=str(SHADOW_CPU)
+    )
     process.start()
     yield process
     process.stop()
+
+
+def test_the_shadow_worker_runs_on_the_cpus_set_for_it(router):
+    """TOLLGATE_ROUTER_SHADOW_CPUS reaches the worker the router spawns, and /status shows where it runs."""
+    deadline = time.monotonic() + 120  # the spawned worker places itself once its interpreter is up
+    while (cpus := router.status()["shadow"]["worker_cpus"]) != [SHADOW_CPU]:
+        assert time.monotonic() < deadline, f"the shadow worker runs on CPUs {cpus}, not [{SHADOW_CPU}]"
+        time.sleep(0.5)
+    assert os.sched_getaffinity(router.process.pid) != {SHADOW_CPU} or os.cpu_count() == 1  # router unpinned
 
 
 def predict(router: RouterProcess, rows, user: str | None = None, **kwargs) -> requests.Response:

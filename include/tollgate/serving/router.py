@@ -66,6 +66,7 @@ class Router:
             batch_size=settings.shadow_batch_size,
             linger_s=settings.shadow_linger_s,
             idle_priority=settings.shadow_idle_priority,
+            cpus=settings.shadow_cpus,
         )
         self.guardrail = Guardrail(settings.guardrail)
         self._client = client
@@ -317,7 +318,11 @@ class Router:
             "input": table.champion.spec.describe() if table.champion else None,
             "rollout": table.rollout.to_dict(),
             "refused": self.refused,
-            "shadow": {"queue_depth": self.shadow.depth, "dropped": self.shadow.dropped},
+            "shadow": {
+                "queue_depth": self.shadow.depth,
+                "dropped": self.shadow.dropped,
+                "worker_cpus": self.shadow.worker_cpus(),
+            },
             "replica": self.log.replica,
             "events": list(self.events)[-20:],
         }

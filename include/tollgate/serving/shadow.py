@@ -255,6 +255,13 @@ class ShadowMirror:
         self._metrics.shadow_depth.set(self.depth)
         return True
 
+    def worker_cpus(self) -> list[int]:
+        """The CPUs the worker process may run on now (empty while it is not running)."""
+        with contextlib.suppress(OSError, ValueError):
+            if self._process.is_alive() and self._process.pid is not None:
+                return sorted(os.sched_getaffinity(self._process.pid))
+        return []
+
     def paths_in_flight(self) -> set[Path]:
         """The model copies the worker may still load for pending work (none once nothing is pending)."""
         with self._lock:
