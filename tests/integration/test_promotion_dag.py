@@ -256,6 +256,9 @@ def test_a_newer_challenger_supersedes_a_pending_approval(world):
     old_run = evaluate(world, old)
     wait_for_pending_approval(world["admin"], PROMOTE, old_run)
     new_run = evaluate(world, new)  # starts at once (max_active_runs > 1), not behind the old request
+    # v3's supersede step ends v1's run and returns once v1's state holds (Airflow may finish a run whose
+    # teardown was pending by its leaves, i.e. as success: the step fails it again)
+    assert wait_for_task(world, PROMOTE, new_run, "supersede_older_runs", ("success", "failed")) == "success"
     ended = world["admin"].wait_for_run(PROMOTE, old_run, timeout=300)
     assert ended.state == "failed" and f"Superseded by {MODEL} v{new}" in ended.note, ended
     assert states(world, PROMOTE, old_run)["approval"] not in ("awaiting_input", "deferred", "running")

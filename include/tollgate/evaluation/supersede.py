@@ -15,6 +15,7 @@ op role); ``make up`` creates it locally.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,8 +62,6 @@ def supersede_older_runs(
     log: Callable[[str], None] = print,
 ) -> list[Superseded]:
     """End the older runs through ``api`` (a ``tollgate.platform.api.AirflowClient``); return them."""
-    from airflow_client.client import DAGRunPatchBody
-
     from tollgate.platform.api import AirflowAPIError
 
     active = api.dag_runs.get_dag_runs(dag_id, state=["running", "queued"], limit=100).dag_runs
@@ -83,11 +82,54 @@ def supersede_older_runs(
         # Recorded on the version first: whoever sees the run end finds the reason on the version too.
         record(old)
         # Failing the run fails its unfinished tasks, an approval awaiting input included.
-        api.dag_runs.patch_dag_run(dag_id, old.run_id, DAGRunPatchBody(state="failed", note=note))
-        log(f"SUPERSEDED run {old.run_id} ({model_name} v{old.version}): {note}")
+        state = end_as_failed(api, dag_id, old.run_id, note, log)
+        log(f"SUPERSEDED run {old.run_id} ({model_name} v{old.version}), now {state}: {note}")
     if not ended:
         log(f"No older run of {dag_id} evaluates an older version of {model_name}: nothing superseded.")
     return ended
+
+
+def end_as_failed(
+    api: Any,
+    dag_id: str,
+    run_id: str,
+    note: str,
+    log: Callable[[str], None],
+    timeout_s: float = 300.0,
+    settle_s: float = 3.0,
+) -> str:
+    """Fail the run, and keep it failed; returns the state it ended in.
+
+    Airflow leaves a run running while one of its teardown tasks is pending or running (the teardown still
+    runs; here ``end_rollout_teardown``), and when the teardown ends the scheduler decides the run's state
+    from its leaves. With the superseded approval failed and the leaves skipped, that is *success*. So once
+    such a run has finished, it is failed again (a finished run has no teardown left: that patch holds).
+    "failed" must also be read twice, ``settle_s`` apart: a scheduler loop that read the run as running just
+    before the patch may still write its own verdict over it."""
+    from airflow_client.client import DAGRunPatchBody
+
+    api.dag_runs.patch_dag_run(dag_id, run_id, DAGRunPatchBody(state="failed", note=note))
+    deadline = time.monotonic() + timeout_s
+    failed_since: float | None = None
+    while True:
+        state = str(api.dag_runs.get_dag_run(dag_id, run_id).state.value)
+        if state == "failed":
+            if failed_since is None:
+                failed_since = time.monotonic()
+            if time.monotonic() - failed_since >= settle_s:
+                return state
+            time.sleep(0.5)
+            continue
+        failed_since = None
+        if time.monotonic() > deadline:
+            log(f"Run {run_id} is still {state} after {timeout_s:.0f} s (a teardown still running); "
+                "its other unfinished tasks are failed or skipped.")  # fmt: skip
+            return state
+        if state not in ("running", "queued"):
+            log(f"Run {run_id} ended {state} when its teardown finished; failing it again.")
+            api.dag_runs.patch_dag_run(dag_id, run_id, DAGRunPatchBody(state="failed", note=note))
+            continue
+        time.sleep(0.25)
 
 
 def supersede_from_task(challenger: Mapping[str, str], context: Any) -> list[dict[str, str]]:
