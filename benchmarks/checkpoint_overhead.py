@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -191,30 +190,15 @@ def main() -> None:
 
 
 def measure_s3(trainer: Trainer, state: dict, repeat: int, bare_save: float, bare_load: float) -> None:
-    import boto3
+    from local_s3 import moto_endpoint
 
-    from tollgate.platform.processes import free_port, start_group, stop_group, wait_healthy
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=url,
-    )  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp) / "moto.log"
-        proc = start_group([str(Path(sys.executable).parent / "moto_server"), "-p", str(port)], log)
-        try:
-            wait_healthy("moto_server", f"{url}/moto-api/", proc, log, timeout=120)
-            boto3.client("s3", endpoint_url=url).create_bucket(Bucket="bench")
-            print_stall("S3, moto_server", *measure_stall("s3://bench/stall", trainer, repeat))
-            save, restore, _ = measure("s3://bench/ckpt", trainer, state, repeat)
-            print(f"{'save (S3, moto_server)':28}{bare_save * 1e3:>10.1f}ms{save * 1e3:>10.1f}ms"
-                  f"{save / bare_save:>8.2f}")  # fmt: skip
-            print(f"{'restore (S3, moto_server)':28}{bare_load * 1e3:>10.1f}ms{restore * 1e3:>10.1f}ms"
-                  f"{restore / bare_load:>8.2f}")  # fmt: skip
-        finally:
-            stop_group(proc.pid)
+    with moto_endpoint("bench"):
+        print_stall("S3, moto_server", *measure_stall("s3://bench/stall", trainer, repeat))
+        save, restore, _ = measure("s3://bench/ckpt", trainer, state, repeat)
+        print(f"{'save (S3, moto_server)':28}{bare_save * 1e3:>10.1f}ms{save * 1e3:>10.1f}ms"
+              f"{save / bare_save:>8.2f}")  # fmt: skip
+        print(f"{'restore (S3, moto_server)':28}{bare_load * 1e3:>10.1f}ms{restore * 1e3:>10.1f}ms"
+              f"{restore / bare_load:>8.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,13 +12,16 @@ ratio of the medians.
 steps with another checkout's code (``DIR/include`` first on PYTHONPATH), e.g. the commit before a change
 (``git worktree add /tmp/before <commit>``), so before and after are measured in the same run.
 
+``--s3`` writes the checkpoints to S3 (a local ``moto_server``) instead of a local folder.
+
 Usage: python benchmarks/training_throughput.py [--rows 100000] [--epochs 2] [--repeat 5]
-       [--batch-size 256] [--baseline-src DIR]
+       [--batch-size 256] [--baseline-src DIR] [--s3]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -37,8 +40,9 @@ OFF = 10**9
 
 
 def one_run(data: Path, run: Path, every: int, args: argparse.Namespace, env: dict[str, str]) -> dict:
+    checkpoints = f"s3://bench/{run.name}/ckpt" if args.s3 else str(run / "ckpt")
     command = [
-        "--data-file", str(data), "--checkpoint-uri", str(run / "ckpt"),
+        "--data-file", str(data), "--checkpoint-uri", checkpoints,
         "--output-uri", str(run / "out"), "--training-run-id", run.name,
         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
         "--checkpoint-every", str(every), "--mlflow-uri", "",
@@ -60,7 +64,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--baseline-src", type=Path, default=None)
+    parser.add_argument("--s3", action="store_true", help="checkpoints on a local moto_server")
     args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        if args.s3:
+            from local_s3 import moto_endpoint
+
+            stack.enter_context(moto_endpoint("bench"))
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     configs: list[tuple[str, int, dict[str, str]]] = [
         (f"every {EVERY} steps", EVERY, {}),
         ("off", OFF, {}),
@@ -79,6 +93,7 @@ def main() -> None:
         print(
             f"{len(frame)} rows (80 % trained), batch {args.batch_size}, {args.epochs} epoch(s), "
             f"{args.repeat} interleaved runs per configuration, 1 intra-op thread (deterministic), "
+            f"checkpoints on {'S3 (moto_server)' if args.s3 else 'a local folder'}, "
             f"load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
