@@ -1,13 +1,13 @@
 """Shadow mirroring off the response path: a bounded hand-off into a separate worker process.
 
-The request path calls ``offer`` after its response is built: it pickles the raw request (a few hundred
-bytes) and writes it to a non-blocking pipe itself (``handoff``: no feeder thread to wake on the router's
-core), or, when as many requests as the bound are still waiting for their shadow answer, drops it and
-counts it (logged without a shadow output), never blocking the user. The challenger predicts in its own
-process, so its work does not hold the router's GIL. It loads the challenger from the files the router
-verified (the verified cache), checks the input against the challenger's own signature and predicts; a
-reader thread joins each result to the request's prediction-log row by request id, so served and shadow
-outputs sit in one row.
+The router calls ``offer`` once the response is sent (a background task): it pickles the raw request
+(a few hundred bytes) and writes it to a non-blocking pipe itself (``handoff``: no feeder thread to wake
+on the router's core), or, when as many requests as the bound are still waiting for their shadow answer,
+drops it and counts it (logged without a shadow output), never blocking the user. The challenger
+predicts in its own process, so its work does not hold the router's GIL. It loads the challenger from
+the files the router verified (the verified cache), checks the input against the challenger's own
+signature and predicts; a reader thread joins each result to the request's prediction-log row by request
+id, so served and shadow outputs sit in one row.
 """
 
 from __future__ import annotations
