@@ -43,7 +43,7 @@ class ServingConfig:
     alias_poll_seconds: int = 10
     rollout_poll_seconds: int = 2
     # The shadow worker shares the router's CPU in a pod; SCHED_IDLE gives the CPU back the moment a request
-    # arrives (no user-facing cost, measured), and under saturation the shadow drops and counts instead.
+    # arrives (the lowest cost measured on a shared core), and under saturation the shadow drops and counts.
     shadow_idle_priority: bool = True
     guardrail: dict[str, str] = field(
         default_factory=lambda: {"max_error_rate": "0.05", "max_p99_ms": "250", "window_seconds": "30"}
