@@ -21,6 +21,7 @@ are two requests: the launcher's clean-up of earlier pods is what keeps that win
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -34,7 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.utils.serialization.config as serialization_config
+
+try:  # torch >= 2.6 can skip the archive's per-record CRC32
+    from torch.utils.serialization import config as serialization_config
+except ImportError:  # older torch (the package allows 2.1): every record keeps its CRC32
+    serialization_config = None
 
 from tollgate_torch import StaleAttempt
 from tollgate_torch.folder import Folder
@@ -57,7 +62,12 @@ def serialize(state: dict[str, Any]) -> bytes:
     in many short turns of the GIL, each one taken from the training loop (a 1.8 MB state serialised
     beside a busy Python thread took 77 ms with it, 31 ms without)."""
     buffer = io.BytesIO()
-    with serialization_config.patch("save.compute_crc32", False):
+    no_crc32 = (
+        serialization_config.patch("save.compute_crc32", False)
+        if serialization_config is not None
+        else contextlib.nullcontext()
+    )
+    with no_crc32:
         torch.save(state, buffer)
     return buffer.getvalue()
 

@@ -126,7 +126,8 @@ def end_as_failed(
                 "its other unfinished tasks are failed or skipped.")  # fmt: skip
             return state
         if state not in ("running", "queued"):
-            log(f"Run {run_id} ended {state} when its teardown finished; failing it again.")
+            log(f"Run {run_id} ended {state} after it was failed (a pending teardown or a scheduler loop "
+                "finished it); failing it again.")  # fmt: skip
             api.dag_runs.patch_dag_run(dag_id, run_id, DAGRunPatchBody(state="failed", note=note))
             continue
         time.sleep(0.25)

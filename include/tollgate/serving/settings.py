@@ -65,7 +65,7 @@ class RouterSettings:
     log_flush_s: float = 5.0  # prediction log flush interval
     shadow_queue_size: int = 1000  # shadow requests awaiting their answer; more are dropped, counted
     shadow_batch_size: int = 32  # queued shadow requests answered by one challenger predict (1: one by one)
-    shadow_linger_s: float = 0.05  # how long the shadow worker waits to fill a batch
+    shadow_linger_s: float = 0.05  # the worker's one sleep after a batch's first request
     shadow_idle_priority: bool = False  # SCHED_IDLE for the shadow worker instead of nice 10
     # CPUs the shadow worker may run on ("1", "2-3,6"); empty: the router's own. A core of its own keeps the
     # challenger's work off the router's (give the pod that core while it shadows).
